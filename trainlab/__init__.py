@@ -1,0 +1,10 @@
+"""trainlab: train, evaluate and tune neural networks from one config (public API)."""
+
+__version__ = "0.1.0"
+
+from .config import Config, load_config  # noqa: E402
+from .errors import ConfigError, DataError, DivergedError, Interrupted, TrainlabError  # noqa: E402
+from .train import Result, train, train_step  # noqa: E402
+
+__all__ = ["train", "train_step", "Result", "Config", "load_config", "TrainlabError", "ConfigError",
+           "DataError", "DivergedError", "Interrupted", "__version__"]

@@ -1,0 +1,60 @@
+"""Batched data augmentation on the training device: crop, flip, shift, rotate, noise."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..config import AugmentConfig
+
+
+def is_active(cfg: AugmentConfig) -> bool:
+    return bool(cfg.crop_padding or cfg.hflip or cfg.shift or cfg.rotate or cfg.noise)
+
+
+def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random crop-with-padding, flip, shift and rotation of a batch, as one affine resampling.
+
+    x: (B, C, H, W) float pixel values in [0, 1]; the area moved in from outside is 0 (black),
+    as with zero padding. Hand-written because torchvision (not a dependency) draws one set of
+    parameters per call, not one per example, and runs per sample on the host.
+    """
+    b, _, h, w = x.shape
+    device, dtype = x.device, x.dtype
+
+    def uniform(low: float, high: float) -> torch.Tensor:  # (B,) on the batch's device
+        return torch.rand(b, generator=gen, device=gen.device).to(device, dtype) * (high - low) + low
+
+    # Translation in pixels: integer offsets for crop-with-padding, continuous for `shift`.
+    tx = torch.zeros(b, device=device, dtype=dtype)
+    ty = torch.zeros(b, device=device, dtype=dtype)
+    p = cfg.crop_padding
+    if p:
+        tx += torch.randint(-p, p + 1, (b,), generator=gen, device=gen.device).to(device, dtype)
+        ty += torch.randint(-p, p + 1, (b,), generator=gen, device=gen.device).to(device, dtype)
+    if cfg.shift:
+        tx += uniform(-cfg.shift, cfg.shift) * w
+        ty += uniform(-cfg.shift, cfg.shift) * h
+    angle = uniform(-cfg.rotate, cfg.rotate) * (math.pi / 180) if cfg.rotate else torch.zeros_like(tx)
+    flip = torch.ones_like(tx)
+    if cfg.hflip:
+        flip = torch.where(torch.rand(b, generator=gen, device=gen.device).to(device) < 0.5, -1.0, 1.0).to(dtype)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # theta maps output coordinates to input coordinates, both normalised to [-1, 1]: (B, 2, 3).
+    theta = torch.stack([
+        torch.stack([flip * cos, -sin * h / w, 2 * tx / w], dim=1),
+        torch.stack([flip * sin * w / h, cos, 2 * ty / h], dim=1),
+    ], dim=1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Whole-pixel moves and flips only: nearest sampling copies pixels exactly.
+    exact = not cfg.shift and not cfg.rotate
+    return F.grid_sample(x, grid, mode="nearest" if exact else "bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
+def add_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian noise of `std` in normalised units; x: any shape."""
+    noise = torch.randn(x.shape, generator=gen, device=gen.device, dtype=torch.float32)
+    return x + noise.to(x.device, x.dtype) * std

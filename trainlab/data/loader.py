@@ -1,0 +1,137 @@
+"""Batches of one split on the training device: device-resident tensors or a streaming DataLoader."""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from ..config import AugmentConfig
+from . import ArraySplit, FileSplit, Split, Splits
+from . import augment as aug
+
+# Examples in memory above this many bytes stream through a DataLoader instead (data.loader=auto).
+DEVICE_RESIDENT_MAX_BYTES = 4 << 30
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A well-mixed 63-bit seed per (run seed, epoch, stream): orders never repeat across epochs."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class Batches:
+    """Iterates (x, y) batches of one split, already on `device`, normalised and augmented.
+
+    x: (B, C, H, W) or (B, F) in `dtype`; y: (B,) int64 labels, or (B,) standardised float targets.
+    Callers cannot tell whether the split lives on the device (one tensor, a randperm and slices:
+    no per-example Python) or streams from files through DataLoader workers.
+    """
+
+    def __init__(self, split: Split, splits: Splits, batch_size: int, device: torch.device,
+                 dtype: torch.dtype = torch.float32, shuffle: bool = False,
+                 augment: Optional[AugmentConfig] = None, mode: str = "auto", workers: int = 2,
+                 limit: Optional[int] = None):
+        self.split, self.batch_size, self.device, self.dtype = split, batch_size, device, dtype
+        self.shuffle = shuffle
+        self.n = len(split) if limit is None else min(limit, len(split))
+        self.augment = augment if (augment is not None and aug.is_active(augment) and splits.is_image) else None
+        self.regression = splits.task == "regression"
+        self.stream = isinstance(split, FileSplit) or mode == "stream" or (
+            mode == "auto" and split.x.element_size() * split.x.nelement() > DEVICE_RESIDENT_MAX_BYTES)
+        self.workers = workers
+        self.image_size = splits.input_shape[-1]  # streamed images are resized to this square
+        # Per-channel affine normalisation folded into one multiply-add: x * scale + shift, (1, C, 1, 1).
+        self.scale = self.shift = None
+        if splits.is_image:
+            mean = torch.tensor(splits.mean, dtype=dtype, device=device).view(1, -1, 1, 1)
+            std = torch.tensor(splits.std, dtype=dtype, device=device).view(1, -1, 1, 1)
+            raw = 255.0 if self._raw_dtype() == torch.uint8 else 1.0
+            self.unit = 1.0 / raw            # raw values -> [0, 1]
+            self.scale, self.shift = 1.0 / std, -mean / std
+        if self.regression:
+            self.y_mean, self.y_std = splits.extra["target_mean"], splits.extra["target_std"]
+        if not self.stream:
+            self.x = split.x[: self.n].to(device)  # uint8 stays uint8: 4x less memory and traffic
+            self.y = self._targets(split.y[: self.n].to(device))
+        self.gen = torch.Generator(device=device)  # augmentation randomness, seeded per epoch
+
+    def _raw_dtype(self) -> torch.dtype:
+        return torch.uint8 if isinstance(self.split, FileSplit) else self.split.x.dtype
+
+    def _targets(self, y: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return ((y.to(torch.float64) - self.y_mean) / self.y_std).to(self.dtype)
+        return y
+
+    def __len__(self) -> int:
+        """Steps per epoch (the last batch may be smaller, as with a DataLoader)."""
+        return -(-self.n // self.batch_size)
+
+    def batch_sizes(self) -> list[int]:
+        return [min(self.batch_size, self.n - i * self.batch_size) for i in range(len(self))]
+
+    def order(self, seed: int, epoch: int) -> torch.Tensor:
+        """This epoch's example order: (n,) int64 on the CPU, the same on every device."""
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+
+    def epoch(self, seed: int = 0, epoch: int = 1, start_step: int = 0,
+              gen_state: Optional[torch.Tensor] = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield this epoch's batches from step `start_step` on (resume skips the steps already done).
+
+        gen_state restores the augmentation generator of a mid-epoch checkpoint.
+        """
+        if gen_state is not None:
+            self.gen.set_state(gen_state)
+        else:
+            self.gen.manual_seed(epoch_seed(seed, epoch, 1))
+        order = self.order(seed, epoch)
+        if self.stream:
+            yield from self._stream(order, start_step)
+            return
+        order = order.to(self.device)
+        for i in range(start_step, len(self)):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.prepare(self.x[index]), self.y[index]
+
+    def _stream(self, order: torch.Tensor, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = [order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+                   for i in range(start_step, len(self))]
+        if isinstance(self.split, FileSplit):
+            from .folder import ImageFileDataset
+            dataset = ImageFileDataset(self.split.files, self.split.y, self.image_size)
+        else:
+            dataset = torch.utils.data.TensorDataset(self.split.x, self.split.y)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            prefetch_factor=4 if self.workers else None)
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            yield self.prepare(x), self._targets(y.to(self.device, non_blocking=True))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw batch -> model input: to float, augment (training only), normalise, noise."""
+        x = x.to(self.dtype)
+        if self.scale is None:        # tabular: standardised on load
+            return x
+        if self.augment is not None and (self.augment.crop_padding or self.augment.hflip
+                                         or self.augment.shift or self.augment.rotate):
+            x = aug.geometric(x * self.unit, self.augment, self.gen) / self.unit
+        x = x * (self.scale * self.unit) + self.shift
+        if self.augment is not None and self.augment.noise:
+            x = aug.add_noise(x, self.augment.noise, self.gen)
+        return x
+
+
+def make_batches(splits: Splits, split_name: str, batch_size: int, device: torch.device,
+                 dtype: torch.dtype, cfg, train: bool = False) -> Optional[Batches]:
+    """Batches for 'train' (shuffled, augmented), 'val' or 'test' (in order, capped by eval.limit)."""
+    split = getattr(splits, split_name)
+    if split is None:
+        return None
+    return Batches(split, splits, batch_size, device, dtype, shuffle=train,
+                   augment=cfg.regularize.augment if train else None, mode=cfg.data.loader,
+                   workers=cfg.data.workers, limit=None if train else cfg.eval.limit)

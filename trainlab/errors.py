@@ -1,0 +1,31 @@
+"""Errors a user can act on, each carrying the exit code of DESIGN.md."""
+
+
+class TrainlabError(Exception):
+    """A problem the user can fix; the CLI prints the message (no traceback) and exits."""
+
+    exit_code = 1
+
+
+class ConfigError(TrainlabError):
+    """Bad usage or a bad config value (exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(TrainlabError):
+    """A dataset is missing, truncated, corrupt or does not fit the config (exit 3)."""
+
+    exit_code = 3
+
+
+class DivergedError(TrainlabError):
+    """The loss became NaN or infinite (exit 4); the last good checkpoint is kept."""
+
+    exit_code = 4
+
+
+class Interrupted(TrainlabError):
+    """Ctrl-C: a resumable checkpoint was saved (exit 130)."""
+
+    exit_code = 130
