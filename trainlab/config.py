@@ -111,10 +111,11 @@ class OptimConfig(Section):
     lr: float = Field(0.01, gt=0.0)    # learning rate (the peak lr for onecycle)
     momentum: Optional[float] = Field(None, ge=0.0, lt=1.0)  # default 0 (momentum: 0.9)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0)  # L2 as weight decay (decoupled for adamw)
+    weight_decay: Optional[float] = Field(None, ge=0.0)  # L2 as weight decay (decoupled for adamw);
+    # None = torch.optim's default: 0, or 0.01 for adamw
     betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
     alpha: float = Field(0.99, gt=0.0, lt=1.0)  # rmsprop smoothing constant
-    eps: float = Field(1e-8, gt=0.0)
+    eps: Optional[float] = Field(None, gt=0.0)  # None = torch.optim's default for the optimiser
 
     @field_validator("betas")
     @classmethod

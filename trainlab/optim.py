@@ -17,18 +17,20 @@ def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.
     gd and sgd are both torch.optim.SGD: what differs is the batch (the whole training split for gd).
     """
     o = cfg.optim
+    # Keys left unset (None) are not passed, so torch.optim's own defaults apply.
+    optional = {k: v for k, v in (("weight_decay", o.weight_decay), ("eps", o.eps)) if v is not None}
     if o.name in ("gd", "sgd", "momentum"):
         momentum = o.momentum if o.momentum is not None else (0.9 if o.name == "momentum" else 0.0)
+        optional.pop("eps", None)
         return torch.optim.SGD(params, lr=o.lr, momentum=momentum, nesterov=o.nesterov and momentum > 0,
-                               weight_decay=o.weight_decay)
+                               **optional)
     if o.name == "adagrad":
-        return torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay, eps=o.eps)
+        return torch.optim.Adagrad(params, lr=o.lr, **optional)
     if o.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, weight_decay=o.weight_decay,
-                                   momentum=o.momentum or 0.0)
+        return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum or 0.0, **optional)
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, **optional)
+    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, **optional)
 
 
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int

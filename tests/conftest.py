@@ -1,0 +1,39 @@
+"""Shared fixtures: small real datasets, a quick config, and a CLI runner."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def quick_config(**sections) -> dict:
+    """A seconds-long config on scikit-learn's digits (real 8x8 handwritten digits, 1797 images)."""
+    cfg = {
+        "data": {"name": "digits", "val_fraction": 0.2},
+        "model": {"name": "mlp", "hidden": [32]},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "train": {"epochs": 3, "batch_size": 32, "seed": 0, "progress": "none"},
+    }
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values}
+    return cfg
+
+
+def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """Run `python -m trainlab ARGS` as a user would; returns the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], cwd=cwd or ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def fashion_available():
+    """Fashion-MNIST must be installed (make setup does it): a missing set fails, never skips."""
+    assert (FASHION / "train-images-idx3-ubyte.gz").is_file(), \
+        "Fashion-MNIST missing: run `make setup` as root (installs Debian's dataset-fashion-mnist)"
+    return FASHION
