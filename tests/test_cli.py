@@ -1,0 +1,97 @@
+"""The CLI as a user runs it: exit codes of DESIGN.md, clear one-paragraph errors, --json."""
+
+import json
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+SEED = ROOT / "examples/seed_mlp.yaml"
+
+
+def _assert_clean_error(proc, code, *words):
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+    for word in words:
+        assert word in proc.stderr
+
+
+def test_seed_mlp_three_epochs_reaches_085_on_fashion_mnist(tmp_path, fashion_available):
+    proc = run_cli("train", "-c", SEED, "train.epochs=3", "--json", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["metrics"]["test"]["accuracy"] >= 0.85
+    assert summary["epochs_run"] == 3 and summary["run_dir"] == str(tmp_path / "run")
+    # One plain line per epoch when not on a terminal: no progress-bar spam in logs.
+    assert sum(line.startswith("epoch ") for line in proc.stderr.splitlines()) == 3
+
+
+def test_bad_config_exits_2_with_did_you_mean(tmp_path):
+    proc = run_cli("train", "-c", SEED, "optim.lrr=0.1", "--out", tmp_path / "r")
+    _assert_clean_error(proc, 2, "optim.lrr", "Did you mean 'optim.lr'?")
+    proc = run_cli("train", "-c", SEED, "model.dropout=1.5")
+    _assert_clean_error(proc, 2, "model.dropout", "1.5")
+    proc = run_cli("train", "-c", tmp_path / "missing.yaml")
+    _assert_clean_error(proc, 2, "missing.yaml")
+
+
+def test_missing_dataset_exits_3_listing_roots_and_files(tmp_path):
+    proc = run_cli("train", "-c", SEED, "data.name=kmnist", "data.download=false", "--out", tmp_path / "r",
+                   env={"TRAINLAB_DATA": str(tmp_path / "empty"), "HOME": str(tmp_path)})
+    _assert_clean_error(proc, 3, str(tmp_path / "empty" / "kmnist"), "train-images-idx3-ubyte.gz")
+
+
+def test_truncated_data_file_exits_3_naming_it(tmp_path, fashion_available):
+    root = tmp_path / "root" / "fashion-mnist"
+    root.mkdir(parents=True)
+    for f in fashion_available.iterdir():
+        (root / f.name).symlink_to(f)
+    broken = root / "train-labels-idx1-ubyte.gz"
+    broken.unlink()
+    broken.write_bytes((fashion_available / broken.name).read_bytes()[:2000])
+    proc = run_cli("train", "-c", SEED, "--data-dir", tmp_path / "root", "--out", tmp_path / "r")
+    _assert_clean_error(proc, 3, str(broken))
+
+
+def test_csv_without_the_target_column_exits_3(tmp_path):
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
+    proc = run_cli("train", "data.name=csv", f"data.path={csv}", "data.target=species", "--out", tmp_path / "r")
+    _assert_clean_error(proc, 3, "species", str(csv))
+
+
+def test_model_whose_output_does_not_fit_the_dataset_exits_2(tmp_path):
+    module = tmp_path / "wrongmodel.py"
+    module.write_text("import torch\nclass Five(torch.nn.Module):\n    def __init__(self):\n"
+                      "        super().__init__(); self.fc = torch.nn.Linear(64, 5)\n"
+                      "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    proc = run_cli("train", "data.name=digits", "model.name=wrongmodel:Five", "--out", tmp_path / "r",
+                   env={"PYTHONPATH": str(tmp_path)})
+    _assert_clean_error(proc, 2, "10")
+
+
+def test_divergence_exits_4_and_says_where(tmp_path):
+    proc = run_cli("train", "data.name=digits", "optim.lr=1e6", "--out", tmp_path / "r")
+    _assert_clean_error(proc, 4, "diverged at epoch 1 step")
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["stopped_because"] == "diverged"
+
+
+def test_existing_out_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "keep.txt").write_text("mine")
+    proc = run_cli("train", "data.name=iris", "--out", tmp_path / "r")
+    _assert_clean_error(proc, 2, "--resume")
+    assert (tmp_path / "r" / "keep.txt").read_text() == "mine"
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    proc = run_cli("train", "--resume", tmp_path)
+    _assert_clean_error(proc, 2, "not a run directory")
+
+
+def test_corrupt_checkpoint_is_refused_without_unpickling(tmp_path):
+    ok = run_cli("train", "data.name=iris", "train.epochs=1", "--out", tmp_path / "r")
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "r" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    proc = run_cli("train", "--resume", tmp_path / "r")
+    _assert_clean_error(proc, 3, "last.pt")
