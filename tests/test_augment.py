@@ -1,0 +1,80 @@
+"""Augmentation does what each key says, batched, per example, and only on the training split."""
+
+import pytest
+import torch
+
+from trainlab.config import AugmentConfig, build_config
+from trainlab.data import augment
+
+from conftest import quick_config
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(b=64, h=12, w=12):
+    torch.manual_seed(0)
+    return torch.rand(b, 1, h, w)
+
+
+def test_hflip_mirrors_about_half_the_examples_exactly():
+    x = _batch()
+    out = augment.geometric(x, AugmentConfig(hflip=True), _gen())
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
+    same = torch.tensor([torch.equal(o, i) for o, i in zip(out, x)])
+    assert bool((flipped | same).all())
+    assert 16 < int(flipped.sum()) < 48
+
+
+def test_crop_padding_moves_each_example_by_whole_pixels_within_the_padding():
+    x = _batch()
+    p = 2
+    out = augment.geometric(x, AugmentConfig(crop_padding=p), _gen())
+    shifts = set()
+    for o, i in zip(out, x):
+        padded = torch.nn.functional.pad(i, (p, p, p, p))
+        matches = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+                   if torch.equal(o, padded[:, dy:dy + 12, dx:dx + 12])]
+        assert matches, "every output is one crop of the zero-padded input"
+        shifts.add(matches[0])
+    assert len(shifts) > 5  # drawn per example, not once per batch
+
+
+def test_shift_and_rotate_change_images_but_keep_most_of_them():
+    x = torch.zeros(32, 1, 28, 28)
+    x[:, :, 8:20, 8:20] = 1.0  # a centred square
+    for cfg in (AugmentConfig(shift=0.1), AugmentConfig(rotate=20)):
+        out = augment.geometric(x, cfg, _gen())
+        assert not torch.allclose(out, x)
+        mass = out.sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))
+        assert bool(((mass > 0.8) & (mass < 1.2)).all())  # moved or turned, not destroyed
+
+
+def test_rotation_is_bounded_by_the_angle():
+    x = torch.zeros(1, 1, 33, 33)
+    x[0, 0, 16, 4:29] = 1.0  # a horizontal bar through the centre
+    out = augment.geometric(x.repeat(200, 1, 1, 1), AugmentConfig(rotate=10), _gen())
+    # The bar's end rows: a 10-degree turn moves the ends by at most 12 * sin(10 deg) ~ 2.1 pixels.
+    rows = out[:, 0].sum(dim=2)  # (B, H)
+    active = (rows > 0.05).nonzero()[:, 1]
+    assert int(active.min()) >= 16 - 3 and int(active.max()) <= 16 + 3
+
+
+def test_noise_has_the_configured_std():
+    x = torch.zeros(256, 1, 28, 28)
+    out = augment.add_noise(x, 0.3, _gen())
+    assert out.std().item() == pytest.approx(0.3, rel=0.02)
+
+
+def test_augmentation_reduces_overfitting_on_a_small_set(tmp_path):
+    from trainlab.train import train
+    common = dict(data={"limit": 300}, model={"hidden": [256]}, optim={"name": "adam", "lr": 0.003},
+                  train={"epochs": 15, "final": "last"})
+    plain = train(build_config(quick_config(**common)), out=tmp_path / "plain")
+    augmented = train(build_config(quick_config(**common, regularize={
+        "augment": {"crop_padding": 1, "rotate": 10, "noise": 0.1}})), out=tmp_path / "aug")
+    gap = lambda r: r.history[-1]["train_accuracy"] - r.history[-1]["val_accuracy"]  # noqa: E731
+    # Harder training examples: lower training fit and a smaller train/validation gap.
+    assert augmented.history[-1]["train_loss"] > plain.history[-1]["train_loss"]
+    assert gap(augmented) < gap(plain)
