@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data browser demo test bench clean
 
-setup: $(VENV)/.installed data
+setup: $(VENV)/.installed data browser
 
 # torch is pinned and installed first: an unpinned torch pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +21,12 @@ data:
 	@if [ ! -f $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); fi
 	@test -f $(FMNIST) || echo "note: Fashion-MNIST not in /usr/share/datasets; trainlab will look in \$$TRAINLAB_DATA, ~/.cache/trainlab, or download it."
+
+# Debian's chromium: tests/test_report.py renders report.html in it, headless.
+browser:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)); fi
+	@test -x $(CHROMIUM) || echo "note: $(CHROMIUM) missing (run make setup as root to install Debian's chromium); the report's browser test will fail."
 
 demo: setup
 	$(BIN)/trainlab train -c examples/seed_mlp.yaml

@@ -11,7 +11,7 @@ SEED = ROOT / "examples/seed_mlp.yaml"
 
 def _assert_clean_error(proc, code, *words):
     assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+    assert "Traceback" not in proc.stderr and "\nerror: " in "\n" + proc.stderr
     for word in words:
         assert word in proc.stderr
 
@@ -24,6 +24,7 @@ def test_seed_mlp_three_epochs_reaches_085_on_fashion_mnist(tmp_path, fashion_av
     assert summary["epochs_run"] == 3 and summary["run_dir"] == str(tmp_path / "run")
     # One plain line per epoch when not on a terminal: no progress-bar spam in logs.
     assert sum(line.startswith("epoch ") for line in proc.stderr.splitlines()) == 3
+    assert "device cpu, " in proc.stderr and " threads" in proc.stderr  # the thread count is reported
 
 
 def test_bad_config_exits_2_with_did_you_mean(tmp_path):

@@ -286,3 +286,16 @@ def test_custom_model_loss_and_step(tmp_path):
 
 def test_public_api_mirrors_the_cli():
     assert trainlab.train is train and callable(trainlab.load_config)
+
+
+def test_fused_optimiser_matches_the_for_loop_to_rounding(tmp_path):
+    fused = run(tmp_path, "fused", optim={"fused": True})
+    loop = run(tmp_path, "loop", optim={"fused": False})
+    for a, b in zip(fused.model.parameters(), loop.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert fused.metrics["test"]["accuracy"] == pytest.approx(loop.metrics["test"]["accuracy"], abs=0.01)
+
+
+def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+    result = run(tmp_path, train={"precision": "bf16"})
+    assert result.metrics["test"]["accuracy"] > 0.8

@@ -19,6 +19,8 @@ def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.
     o = cfg.optim
     # Keys left unset (None) are not passed, so torch.optim's own defaults apply.
     optional = {k: v for k, v in (("weight_decay", o.weight_decay), ("eps", o.eps)) if v is not None}
+    if o.fused and o.name != "rmsprop":  # RMSprop has no fused kernel
+        optional["fused"] = True
     if o.name in ("gd", "sgd", "momentum"):
         momentum = o.momentum if o.momentum is not None else (0.9 if o.name == "momentum" else 0.0)
         optional.pop("eps", None)

@@ -126,6 +126,12 @@ def evaluate_model(model: torch.nn.Module, batches: Batches, loss_fn: losses.Los
     return totals.result(y_std)
 
 
+def _autocast(cfg: Config, device: torch.device):
+    """bf16 autocast where asked (or auto on CUDA); a no-op context otherwise."""
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is available. Use train.device=auto or cpu.")
@@ -183,9 +189,11 @@ class _Progress:
             self.bar.advance(self.task)
 
     def end_epoch(self, row: dict) -> None:
-        text = format_row(row, self.epochs)
+        self.say(format_row(row, self.epochs))
+
+    def say(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.console.print(text)
+            self.bar.console.print(text, highlight=False)
         elif self.mode == "lines":
             print(text, file=sys.stderr, flush=True)
 
@@ -264,6 +272,10 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
         model = build_model(cfg.model, splits.input_shape, n_out)
         check_output(model, splits.input_shape, n_out)
     model = model.to(device=device, dtype=dtype)
+    if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)  # the layout cuDNN's fast kernels want
+    autocast = _autocast(cfg, device)
+    forward_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     loss_fn = loss_fn or losses.build_loss(cfg, splits.task, splits.num_classes)
     step_fn = step_fn or train_step
     penalty = make_penalty(cfg, model)
@@ -311,6 +323,9 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
         }
 
     progress = _Progress(cfg.train.progress, cfg.train.epochs, steps_per_epoch)
+    where = f"{device.type}, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+    progress.say(f"{cfg.name}: {len(splits.train)} training examples, {steps_per_epoch} steps per epoch, "
+                 f"device {where}, run {run.path}")
     run_start = time.perf_counter() - progress_state["seconds"]
     try:
         with _SigintFlag() as sigint:
@@ -329,7 +344,9 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
                 t0 = time.perf_counter() - epoch_seconds_done
                 for step, batch in enumerate(train_batches.epoch(cfg.train.seed, epoch, start_step, gen_state),
                                              start=start_step + 1):
-                    loss, output = step_fn(model, batch, loss_fn, optimizer, penalty, cfg.train.clip_grad_norm)
+                    with autocast:
+                        loss, output = step_fn(forward_model, batch, loss_fn, optimizer, penalty,
+                                               cfg.train.clip_grad_norm)
                     totals.add(loss, output, batch[1], loss_name)
                     step_losses[step - 1] = loss
                     if scheduler is not None and not plateau:
@@ -368,7 +385,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
                        "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
                 row.update({f"train_{k}": v for k, v in totals.result(y_std).items()})
                 if val_batches is not None:
-                    val = evaluate_model(model, val_batches, loss_fn, splits.task, loss_name, y_std)
+                    with autocast:
+                        val = evaluate_model(forward_model, val_batches, loss_fn, splits.task, loss_name, y_std)
                     row.update({f"val_{k}": v for k, v in val.items()})
                 history.append(row)
                 run.write_metrics(history)
@@ -411,7 +429,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
     for name in ("train", "val", "test"):
         batches = make_batches(splits, name, cfg.eval.batch_size, device, dtype, cfg)
         if batches is not None:
-            final[name] = evaluate_model(model, batches, loss_fn, splits.task, loss_name, y_std)
+            with autocast:
+                final[name] = evaluate_model(forward_model, batches, loss_fn, splits.task, loss_name, y_std)
     summary = _write_summary(run, cfg, history, progress_state, time.perf_counter() - run_start, final)
     return Result(run_dir=run.path, summary=summary, history=history, model=model)
 

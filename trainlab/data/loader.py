@@ -13,6 +13,9 @@ from . import augment as aug
 
 # Examples in memory above this many bytes stream through a DataLoader instead (data.loader=auto).
 DEVICE_RESIDENT_MAX_BYTES = 4 << 30
+# Without geometric augmentation, a split whose normalised float copy stays under this size is
+# normalised once on load: a batch is then one gather, not gather + convert + multiply-add.
+NORMALISE_ONCE_MAX_BYTES = 1 << 30
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -51,9 +54,15 @@ class Batches:
             self.scale, self.shift = 1.0 / std, -mean / std
         if self.regression:
             self.y_mean, self.y_std = splits.extra["target_mean"], splits.extra["target_std"]
+        self.normalised = False  # whether self.x already holds model inputs
         if not self.stream:
             self.x = split.x[: self.n].to(device)  # uint8 stays uint8: 4x less memory and traffic
             self.y = self._targets(split.y[: self.n].to(device))
+            float_bytes = self.x.nelement() * torch.finfo(dtype).bits // 8
+            if not self._geometric() and float_bytes <= NORMALISE_ONCE_MAX_BYTES:
+                # Elementwise, so the values are bitwise those of per-batch normalisation.
+                self.x = self._normalise(self.x)
+                self.normalised = True
         self.gen = torch.Generator(device=device)  # augmentation randomness, seeded per epoch
 
     def _raw_dtype(self) -> torch.dtype:
@@ -112,15 +121,23 @@ class Batches:
             x = x.to(self.device, non_blocking=True)
             yield self.prepare(x), self._targets(y.to(self.device, non_blocking=True))
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw batch -> model input: to float, augment (training only), normalise, noise."""
+    def _geometric(self) -> bool:
+        a = self.augment
+        return a is not None and bool(a.crop_padding or a.hflip or a.shift or a.rotate)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw values -> normalised model inputs in self.dtype (tabular: already standardised)."""
         x = x.to(self.dtype)
-        if self.scale is None:        # tabular: standardised on load
+        if self.scale is None:
             return x
-        if self.augment is not None and (self.augment.crop_padding or self.augment.hflip
-                                         or self.augment.shift or self.augment.rotate):
-            x = aug.geometric(x * self.unit, self.augment, self.gen) / self.unit
-        x = x * (self.scale * self.unit) + self.shift
+        return x * (self.scale * self.unit) + self.shift
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch -> model input: to float, augment (training only), normalise, noise."""
+        if not self.normalised:
+            if self._geometric():
+                x = aug.geometric(x.to(self.dtype) * self.unit, self.augment, self.gen) / self.unit
+            x = self._normalise(x)
         if self.augment is not None and self.augment.noise:
             x = aug.add_noise(x, self.augment.noise, self.gen)
         return x
