@@ -116,6 +116,9 @@ class OptimConfig(Section):
     betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
     alpha: float = Field(0.99, gt=0.0, lt=1.0)  # rmsprop smoothing constant
     eps: Optional[float] = Field(None, gt=0.0)  # None = torch.optim's default for the optimiser
+    # torch.optim's fused kernel (sgd/momentum/gd, adagrad, adam, adamw): one kernel for all
+    # parameters instead of a Python loop; rounds differently from the loop by ~1e-8 per step.
+    fused: bool = True
 
     @field_validator("betas")
     @classmethod
@@ -152,7 +155,10 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
+    dtype: Literal["float32", "float64"] = "float32"  # parameter and input dtype
+    # auto: bf16 autocast on CUDA (matmuls and convolutions in bfloat16), float32 on the CPU.
+    precision: Literal["auto", "float32", "bf16"] = "auto"
+    compile: bool = False          # torch.compile the model (pays off for long runs; first steps compile)
     monitor: str = "val.loss"      # picks best.pt, early stopping and reduce_on_plateau
     final: Literal["best", "last"] = "best"  # which checkpoint the final test evaluation uses
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
@@ -160,6 +166,7 @@ class TrainConfig(Section):
     checkpoint_every: Optional[int] = Field(None, ge=1)   # also save last.pt every N steps (mid-epoch)
     threads: Optional[int] = Field(None, ge=1)  # CPU threads (default: torch's, reported)
     progress: Literal["auto", "bar", "lines", "none"] = "auto"  # bar on a terminal, else a line per epoch
+    logger: Literal["none", "tensorboard", "csv", "mlflow"] = "none"  # also log each epoch's row there
 
     @field_validator("monitor")
     @classmethod
