@@ -234,7 +234,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
           model: Optional[torch.nn.Module] = None, loss_fn: Optional[losses.LossFn] = None,
           step_fn: Optional[Callable] = None,
           on_epoch_end: Optional[Callable[[int, dict], Any]] = None,
-          on_step_end: Optional[Callable[[int, int], Any]] = None) -> Result:
+          on_step_end: Optional[Callable[[int, int], Any]] = None,
+          splits: Optional[data.Splits] = None) -> Result:
     """Train the model `config` describes; writes the run directory and returns a Result.
 
     >>> result = train("examples/seed_mlp.yaml")                  # or a Config, or a dict
@@ -242,6 +243,7 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
     Level (b): pass your own `model` (nn.Module), `loss_fn(output, y)` or `step_fn` with
     train_step's signature. Hooks: `on_epoch_end(epoch, row)` after each epoch's row is written,
     `on_step_end(epoch, step)` after each optimiser step (step counts from 1 within the epoch).
+    `splits` trains on data already split (cross-validation folds) instead of loading `cfg.data`.
     """
     if resume is not None:
         run = RunDir(Path(resume))
@@ -264,7 +266,7 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
     dtype = getattr(torch, cfg.train.dtype)
     torch.manual_seed(cfg.train.seed)
 
-    splits = data.load(cfg, data_dir)
+    splits = splits if splits is not None else data.load(cfg, data_dir)
     loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
     if model is None:
