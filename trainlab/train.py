@@ -368,11 +368,11 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
                             raise Interrupted(
                                 f"Interrupted at epoch {epoch} step {step}; a resumable checkpoint is in "
                                 f"{run.last}. Continue with: trainlab train --resume {run.path}")
-                epoch_seconds = time.perf_counter() - t0
-                totals_state, gen_state, epoch_seconds_done = None, None, 0.0
-
                 bad = ~torch.isfinite(step_losses)
-                if bool(bad.any()):  # the one host synchronisation of the epoch
+                diverged = bool(bad.any())  # the one host synchronisation of the epoch
+                epoch_seconds = time.perf_counter() - t0  # after the sync: queued GPU work included
+                totals_state, gen_state, epoch_seconds_done = None, None, 0.0
+                if diverged:
                     bad_step = int(bad.nonzero()[0, 0]) + 1
                     progress_state["stopped_because"] = "diverged"
                     _write_summary(run, cfg, history, progress_state, time.perf_counter() - run_start,

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The benchmark on a CUDA machine: cases 1-8 (8 = ResNet-20 on 32x32x3 inputs), in under 5 minutes,
+# offline. Writes case<N>_<name>.json and table.md into OUT_DIR and prints the table.
+#
+#   bench/gpu.sh [OUT_DIR] [extra bench/run.py flags]      # OUT_DIR default: $OUT, else bench/results/gpu
+#
+# Needs only a python3 with a CUDA torch. Everything else travels with the code:
+#   - Python packages the machine lacks (pydantic, ...) as wheels in .whl/ at the repository root;
+#     they are installed into /tmp/site, nothing is fetched;
+#   - Fashion-MNIST (the four *-ubyte.gz files) in one of: $TRAINLAB_DATA/fashion-mnist,
+#     data/fashion-mnist (repository root), ~/.cache/trainlab/fashion-mnist,
+#     /usr/share/datasets/fashion-mnist. Case 8's 32x32x3 set is made from it (see bench/README.md).
+# Exit codes: 0 done; 2 no CUDA or a package missing; 3 data missing.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT_DIR=${1:-${OUT:-bench/results/gpu}}
+shift || true
+start=$(date +%s)
+
+# 1. Packages: carried wheels first, then check every import the bench needs.
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+missing=$("$PY" - <<'EOF'
+import importlib
+need = {"torch": "torch", "numpy": "numpy", "sklearn": "scikit-learn", "yaml": "pyyaml", "pydantic": "pydantic"}
+print(" ".join(dist for mod, dist in need.items() if importlib.util.find_spec(mod) is None))
+EOF
+)
+if [ -n "$missing" ]; then
+  echo "gpu.sh: missing Python packages: $missing. Put their wheels (and their dependencies') in .whl/" >&2
+  echo "        at the repository root; nothing can be downloaded on this machine." >&2
+  exit 2
+fi
+if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  echo "gpu.sh: torch $("$PY" -c 'import torch; print(torch.__version__)') sees no CUDA device." >&2
+  exit 2
+fi
+
+# 2. Data: the first root holding fashion-mnist/ is the one trainlab will use; check it is whole.
+files="train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz"
+found=""
+for root in ${TRAINLAB_DATA:-} "$PWD/data" "$HOME/.cache/trainlab" /usr/share/datasets /usr/local/share/datasets; do
+  if [ -d "$root/fashion-mnist" ]; then found="$root"; break; fi
+done
+if [ -z "$found" ]; then
+  echo "gpu.sh: Fashion-MNIST not found. Looked for fashion-mnist/ in: ${TRAINLAB_DATA:-(no \$TRAINLAB_DATA)}," >&2
+  echo "        $PWD/data, $HOME/.cache/trainlab, /usr/share/datasets, /usr/local/share/datasets." >&2
+  echo "        Bring it along: mkdir -p data && cp -r /usr/share/datasets/fashion-mnist data/ (30 MB)." >&2
+  exit 3
+fi
+for f in $files; do
+  if [ ! -s "$found/fashion-mnist/$f" ]; then
+    echo "gpu.sh: $found/fashion-mnist/$f is missing or empty; the folder needs: $files" >&2
+    exit 3
+  fi
+done
+export TRAINLAB_DATA="$found"
+
+# 3. The bench: fewer epochs and repeats than on the CPU so that all of it fits in 5 minutes.
+mkdir -p "$OUT_DIR"
+echo "gpu.sh: data from $found/fashion-mnist, results to $OUT_DIR" >&2
+echo "gpu.sh: not yet benchmarked here: packed search (trainlab.packed does not exist yet; see bench/README.md)" >&2
+PYTHONUNBUFFERED=1 "$PY" bench/run.py --device cuda --cases 1,2,3,4,5,6,7,8 \
+  --epochs 3 --timing-epochs 2 --repeats 2 --out "$OUT_DIR" "$@"
+echo "gpu.sh: done in $(( $(date +%s) - start )) s" >&2
