@@ -1,7 +1,6 @@
 """Every file in examples/ runs end to end with --smoke, and streaming equals the device path."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

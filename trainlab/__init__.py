@@ -4,7 +4,9 @@ __version__ = "0.1.0"
 
 from .config import Config, load_config  # noqa: E402
 from .errors import ConfigError, DataError, DivergedError, Interrupted, TrainlabError  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .predict import predict  # noqa: E402
 from .train import Result, train, train_step  # noqa: E402
 
-__all__ = ["train", "train_step", "Result", "Config", "load_config", "TrainlabError", "ConfigError",
-           "DataError", "DivergedError", "Interrupted", "__version__"]
+__all__ = ["train", "train_step", "Result", "evaluate", "predict", "Config", "load_config", "TrainlabError",
+           "ConfigError", "DataError", "DivergedError", "Interrupted", "__version__"]

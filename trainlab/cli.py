@@ -32,6 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     t.add_argument("--smoke", action="store_true", help="2 epochs on 512 examples: a seconds-long end-to-end check")
     _add_common(t)
+
+    e = sub.add_parser("evaluate", help="score a trained run on its test (or val) split and write a report",
+                       description="Metrics, predictions.csv, diagnosis and report.html of a trained run, "
+                       "written into RUN_DIR/eval/ and RUN_DIR/report.html.")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
+    e.add_argument("--split", default="test", help="split to score: test (default), val or train")
+    _add_common(e)
+
+    p = sub.add_parser("predict", help="classify images or CSV rows with a trained run",
+                       description="Predicted class and probabilities (or value) for an image file, a folder "
+                       "of images, or a CSV file with the training data's feature columns.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
+    p.add_argument("input", metavar="INPUT", help="image file, folder of images, or CSV file")
+    _add_common(p)
+    _add_model_selection(sub)
     return parser
 
 
@@ -55,12 +70,132 @@ def _run_train(args) -> dict:
     return result.summary
 
 
+def _run_evaluate(args) -> dict:
+    from .evaluate import evaluate, format_evaluation
+
+    result = evaluate(args.run_dir, split=args.split, data_dir=args.data_dir)
+    print(format_evaluation(result))
+    return result
+
+
+def _run_predict(args) -> dict:
+    from .predict import format_predictions, predict
+
+    predictions = predict(args.run_dir, args.input, data_dir=args.data_dir)
+    if not args.json:
+        print(format_predictions(predictions))
+    return {"run_dir": args.run_dir, "input": args.input, "predictions": predictions}
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="YAML config file (e.g. examples/seed_mlp.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 32,128,512")
+
+
+def _add_model_selection(sub) -> None:
+    """cv, lr-find, compare, sweep-size: model selection over train()."""
+    c = sub.add_parser("cv", help="k-fold cross-validation: mean, std and a 95%% interval", description=
+                       "K-fold cross-validation on the training data (train + val; the test split is not used), "
+                       "stratified for classification; one run per fold, cv.json and report.html.")
+    _config_args(c)
+    c.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    c.add_argument("--repeats", type=int, default=1, help="repeat K-fold with new shuffles (default 1)")
+    c.add_argument("--stratified", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep class proportions in every fold (default: on for classification)")
+    c.add_argument("--metric", help="split.metric per fold (default val.accuracy, or val.loss for regression)")
+    c.add_argument("--out", help="output folder (default runs/<config-name>-cv-<timestamp>)")
+    _add_common(c)
+
+    f = sub.add_parser("lr-find", help="learning-rate range test: suggested lr and the plot", description=
+                       "Raise the lr exponentially over a few hundred mini-batches from a fresh model, record the "
+                       "smoothed loss, stop on divergence; suggests the steepest-descent lr and a safe lr.")
+    _config_args(f)
+    f.add_argument("--min-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    f.add_argument("--max-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    f.add_argument("--steps", type=int, default=300, help="mini-batches over the range (default 300)")
+    f.add_argument("--out", help="output folder (default runs/<config-name>-lr-find-<timestamp>)")
+    _add_common(f)
+
+    m = sub.add_parser("compare", help="the same task under several values of config keys, N seeds each",
+                       description="Train every value of --vary (the cartesian product of several), N seeds each; "
+                       "mean ± std table, paired t-tests against the best value, overlaid learning curves.")
+    _config_args(m)
+    m.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="a config key and its values, read as YAML; commas inside brackets do not split "
+                   "(model.hidden=[64],[128,64]); ';' also separates (model.hidden=[64];[128,64])")
+    m.add_argument("--seeds", type=int, default=3, help="seeds per value, train.seed 0..N-1 (default 3)")
+    m.add_argument("--metric", help="split.metric to rank and test (default val.accuracy, or val.loss)")
+    m.add_argument("--out", help="output folder (default runs/<config-name>-compare-<timestamp>)")
+    _add_common(m)
+
+    w = sub.add_parser("sweep-size", help="MLP depth x width against train and val accuracy (capacity curve)",
+                       description="Train an MLP with DEPTH hidden layers of WIDTH units for every pair; "
+                       "parameters against final train and validation accuracy.")
+    _config_args(w)
+    w.add_argument("--widths", type=_int_list, required=True, help="hidden layer widths, e.g. 32,128,512")
+    w.add_argument("--depths", type=_int_list, default=[1], help="numbers of hidden layers, e.g. 1,2 (default 1)")
+    w.add_argument("--out", help="output folder (default runs/<config-name>-sweep-<timestamp>)")
+    _add_common(w)
+
+
+def _load_for(args, command: str):
+    from .config import load_config
+
+    if not args.config and not args.overrides:
+        raise _usage(f"trainlab {command} needs -c CONFIG (e.g. -c examples/seed_mlp.yaml) or overrides.")
+    return load_config(args.config, args.overrides)
+
+
+def _run_cv(args) -> dict:
+    from .crossval import cross_validate, format_cv
+
+    cv = cross_validate(_load_for(args, "cv"), folds=args.folds, repeats=args.repeats, stratified=args.stratified,
+                        out=args.out, data_dir=args.data_dir, metric=args.metric)
+    print(format_cv(cv))
+    return cv
+
+
+def _run_lr_find(args) -> dict:
+    from .lrfind import format_lr_find, lr_find
+
+    found = lr_find(_load_for(args, "lr-find"), min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps,
+                    out=args.out, data_dir=args.data_dir)
+    print(format_lr_find(found))
+    return found
+
+
+def _run_compare(args) -> dict:
+    from .compare import compare, format_compare, parse_varies
+
+    result = compare(_load_for(args, "compare"), parse_varies(args.vary), seeds=args.seeds, out=args.out, data_dir=args.data_dir,
+                     metric=args.metric)
+    print(format_compare(result))
+    return result
+
+
+def _run_sweep_size(args) -> dict:
+    from .compare import format_sweep, sweep_size
+
+    sweep = sweep_size(_load_for(args, "sweep-size"), widths=args.widths, depths=args.depths, out=args.out,
+                       data_dir=args.data_dir)
+    print(format_sweep(sweep))
+    return sweep
+
+
 def _usage(message: str) -> TrainlabError:
     from .errors import ConfigError
     return ConfigError(message)
 
 
-COMMANDS = {"train": _run_train}
+COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "cv": _run_cv,
+            "lr-find": _run_lr_find, "compare": _run_compare, "sweep-size": _run_sweep_size}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

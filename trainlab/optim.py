@@ -51,7 +51,13 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
         mode = "max" if _maximise(cfg.train.monitor) else "min"
         return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=s.gamma, patience=s.patience)
     if s.name == "onecycle":
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr, total_steps=total, pct_start=s.pct_start)
+        # The scheduler is stepped after every optimiser step, so it sees total + 1 positions and the
+        # last step lands on the schedule's end. OneCycleLR needs two or more positions per phase
+        # (it divides by the phase length - 1): pct_start is kept inside that bound for very short
+        # runs (e.g. --smoke).
+        positions = max(total, 4) + 1
+        pct = min(max(s.pct_start, 2.0 / positions), 1.0 - 2.0 / positions)
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr, total_steps=positions, pct_start=pct)
     if s.name == "constant":
         main = None
     elif s.name == "step":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -324,6 +323,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
             "config": cfg.to_dict(), "code_version": code_version(),
         }
 
+    from .loggers import make_logger
+    logger = make_logger(cfg, run.path)  # before the loop: a missing package fails before training
     progress = _Progress(cfg.train.progress, cfg.train.epochs, steps_per_epoch)
     where = f"{device.type}, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
     progress.say(f"{cfg.name}: {len(splits.train)} training examples, {steps_per_epoch} steps per epoch, "
@@ -415,6 +416,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
                 progress_state["seconds"] = time.perf_counter() - run_start
                 checkpoint.save(run.last, snapshot(epoch + 1, 0, None, 0.0))
                 progress.end_epoch(row)
+                if logger is not None:
+                    logger(epoch, row)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, row)
                 if progress_state["stopped_because"] == "early_stopping":
@@ -423,6 +426,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
                 progress_state.update(epoch=epoch, step=0)
     finally:
         progress.close()
+        if logger is not None:
+            logger.close()
 
     # Final evaluation on every split with the checkpoint train.final names (best by default).
     if cfg.train.final == "best" and run.best.exists():

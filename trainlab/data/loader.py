@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..config import AugmentConfig
-from . import ArraySplit, FileSplit, Split, Splits
+from . import FileSplit, Split, Splits
 from . import augment as aug
 
 # Examples in memory above this many bytes stream through a DataLoader instead (data.loader=auto).
