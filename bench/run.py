@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ sys.path.insert(0, str(ROOT))   # trainlab from this checkout, installed or not 
 import torch  # noqa: E402
 
 import cases as K  # noqa: E402
+from trainlab.runs import atomic_write_text, to_json  # noqa: E402
 import contenders as C  # noqa: E402
 
 FULL = {"epochs": 10, "timing_epochs": 3, "memory_epochs": 2, "repeats": 3, "limit": None, "eval_limit": None,
@@ -119,32 +118,6 @@ def environment(argv: list[str]) -> dict:
     return env
 
 
-def _clean(value):
-    """JSON has no NaN or inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: a killed run never leaves a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def markdown(result: dict) -> str:
     lines = [f"## {result['title']}", ""]
     for table in result["tables"]:
@@ -177,7 +150,7 @@ def main(argv=None) -> int:
         return 2
     if args.worker:
         out = C.memory_worker(args.worker, json.loads(args.worker_overrides), args.epochs or 1, args.device)
-        print(json.dumps(_clean(out)))
+        print(to_json(out, indent=None))
         return 0
 
     from trainlab import DataError
@@ -196,11 +169,11 @@ def main(argv=None) -> int:
             print(f"bench: case {n} needs data trainlab cannot find:\n{e}", file=sys.stderr)
             return 3
         result.update(env=env, case_seconds=time.perf_counter() - t0)
-        atomic_write(out / f"case{n}_{result['name']}.json", json.dumps(_clean(result), indent=2) + "\n")
+        atomic_write_text(out / f"case{n}_{result['name']}.json", to_json(result) + "\n")
         sections.append(markdown(result))
         s.log(f"[case {n}] done in {result['case_seconds']:.1f} s")
     table = header(env) + "\n".join(sections)
-    atomic_write(out / "table.md", table)
+    atomic_write_text(out / "table.md", table)
     print(table)
     return 0
 
