@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="image file, folder of images, or CSV file")
     _add_common(p)
     _add_model_selection(sub)
+    _add_search(sub)
     return parser
 
 
@@ -141,7 +142,7 @@ def _add_model_selection(sub) -> None:
     _config_args(w)
     w.add_argument("--widths", type=_int_list, required=True, help="hidden layer widths, e.g. 32,128,512")
     w.add_argument("--depths", type=_int_list, default=[1], help="numbers of hidden layers, e.g. 1,2 (default 1)")
-    w.add_argument("--out", help="output folder (default runs/<config-name>-sweep-<timestamp>)")
+    w.add_argument("--out", help="output folder (default runs/<config-name>-sweep-size-<timestamp>)")
     _add_common(w)
 
 
@@ -174,8 +175,8 @@ def _run_lr_find(args) -> dict:
 def _run_compare(args) -> dict:
     from .compare import compare, format_compare, parse_varies
 
-    result = compare(_load_for(args, "compare"), parse_varies(args.vary), seeds=args.seeds, out=args.out, data_dir=args.data_dir,
-                     metric=args.metric)
+    result = compare(_load_for(args, "compare"), parse_varies(args.vary), seeds=args.seeds, out=args.out,
+                     data_dir=args.data_dir, metric=args.metric)
     print(format_compare(result))
     return result
 
@@ -189,13 +190,61 @@ def _run_sweep_size(args) -> dict:
     return sweep
 
 
+def _add_search(sub) -> None:
+    s = sub.add_parser("search", help="grid, random or Bayesian (TPE) search over config keys, trials packed",
+                       description="Search a space of dotted config keys (-s SPACE, YAML) around a config with "
+                       "Optuna; trials of one MLP shape train together as one computation (--packed). Writes "
+                       "results.csv, best.yaml and report.html; the best trial is evaluated once on test.")
+    _config_args(s)
+    s.add_argument("-s", "--space", help="YAML search space, e.g. optim.lr: {loguniform: [1.0e-3, 1.0], grid: 8}")
+    s.add_argument("--strategy", default="grid", choices=["grid", "random", "tpe"],
+                   help="grid (every point, default), random or tpe (--trials samples)")
+    s.add_argument("--trials", type=int, help="trials to run (grid: at least the grid's size; random/tpe: default 20)")
+    s.add_argument("--metric", default="val.accuracy", help="the train.* or val.* metric to choose by "
+                   "(default val.accuracy)")
+    s.add_argument("--direction", choices=["maximize", "minimize"],
+                   help="default: maximize for accuracy, minimize for losses")
+    s.add_argument("--out", help="output folder (default runs/<config-name>-search-<timestamp>)")
+    s.add_argument("--packed", action=argparse.BooleanOptionalAction, default=True,
+                   help="train trials of one shape as one computation (default on)")
+    s.add_argument("--pack-size", type=int, metavar="K", help="at most K trials per pack (default 32; 8 for tpe)")
+    s.add_argument("--pruner", choices=["none", "median", "halving", "hyperband"], help="Optuna pruner (default none)")
+    s.add_argument("--storage", metavar="URL", help="shared study storage, e.g. postgresql://user:pw@host/db "
+                   "(default: a journal file in the output folder)")
+    s.add_argument("--study", metavar="NAME", help="study name, shared by every worker (default 'search')")
+    s.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                   help="with --storage: heartbeat interval; a dead worker's trials are retried (default 10)")
+    s.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    s.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR")
+    _add_common(s)
+
+
+def _run_search(args) -> dict:
+    from .search import search
+
+    if args.resume:
+        if args.config or args.overrides or args.space:
+            raise _usage("--resume continues a search with its saved config and space; drop -c, -s and overrides.")
+        result = search(None, resume=args.resume, storage=args.storage, data_dir=args.data_dir)
+    else:
+        if not args.space:
+            raise _usage("trainlab search needs -s SPACE, a YAML file such as examples/spaces/lr.yaml.")
+        result = search(_load_for(args, "search"), args.space, strategy=args.strategy, trials=args.trials,
+                        metric=args.metric, direction=args.direction, out=args.out, packed=args.packed,
+                        pack_size=args.pack_size, storage=args.storage, study=args.study, pruner=args.pruner,
+                        seed=args.seed, heartbeat=args.heartbeat, data_dir=args.data_dir)
+    print(f"search: {result['out_dir']} (results.csv, best.yaml, report.html)")
+    return result
+
+
 def _usage(message: str) -> TrainlabError:
     from .errors import ConfigError
     return ConfigError(message)
 
 
 COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "cv": _run_cv,
-            "lr-find": _run_lr_find, "compare": _run_compare, "sweep-size": _run_sweep_size}
+            "lr-find": _run_lr_find, "compare": _run_compare, "sweep-size": _run_sweep_size,
+            "search": _run_search}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -1,0 +1,222 @@
+"""trainlab search, packed, against the same trials one after another and against Optuna's n_jobs=2.
+
+    python bench/search_bench.py                 # 16-point lr grid and 64-point lr x weight-decay grid, 2 epochs
+    python bench/search_bench.py --quick         # 4- and 8-point grids on 2,000 examples, 1 epoch: checks it runs
+    python bench/search_bench.py --grids 16 --out bench/results
+
+Every contender runs the same grid of the seed MLP (examples/seed_mlp.yaml, Fashion-MNIST) in a
+fresh process, timed from process start to exit: data loading, evaluation and bookkeeping included.
+
+- packed:     trainlab search -c examples/seed_mlp.yaml -s SPACE --strategy grid            (the default)
+- sequential: trainlab search ... --no-packed   (the same trials through train(), one after another)
+- optuna-n2:  what a user writes today: optuna.create_study(sampler=GridSampler(...)).optimize(
+              objective, n_jobs=2), the objective calling trainlab.train(config) (one torch thread
+              per trial, two trials at a time on the two cores)
+
+Writes OUT/search_bench.json (settings, every contender's wall time, best trial and its validation
+accuracy, the environment) and OUT/search_table.md, and prints the table. The best trial must be
+the same for all three (the table says whether it is). Never quote a --quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+CONFIG = ROOT / "examples" / "seed_mlp.yaml"
+SPACES = {
+    16: {"optim.lr": {"loguniform": [1.0e-3, 0.3], "grid": 16}},
+    64: {"optim.lr": {"loguniform": [1.0e-3, 0.3], "grid": 8},
+         "optim.weight_decay": {"loguniform": [1.0e-6, 1.0e-2], "grid": 8}},
+}
+QUICK_SPACES = {
+    16: {"optim.lr": {"loguniform": [1.0e-3, 0.3], "grid": 4}},
+    64: {"optim.lr": {"loguniform": [1.0e-3, 0.3], "grid": 4},
+         "optim.weight_decay": {"loguniform": [1.0e-6, 1.0e-2], "grid": 2}},
+}
+CONTENDERS = ("packed", "sequential", "optuna-n2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="trainlab search: packed vs one after another vs Optuna n_jobs=2")
+    p.add_argument("--quick", action="store_true", help="4- and 8-point grids, 2,000 examples, 1 epoch")
+    p.add_argument("--grids", default="16,64", help="which grids: 16 (lr) and/or 64 (lr x weight decay)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2; quick 1)")
+    p.add_argument("--contenders", default=",".join(CONTENDERS),
+                   help="comma-separated subset of " + ", ".join(CONTENDERS))
+    p.add_argument("--out", default=str(BENCH / "results"), help="folder for search_bench.json and search_table.md")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: the optuna-n2 contender
+    p.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def overrides(args) -> list[str]:
+    out = [f"train.epochs={args.epochs}", "train.progress=none"]
+    if args.quick:
+        out += ["data.limit=2000", "eval.limit=1000"]
+    return out
+
+
+def run_trainlab(space: Path, out: Path, ovr: list[str], packed: bool) -> dict:
+    cmd = [sys.executable, "-m", "trainlab", "search", "-c", str(CONFIG), "-s", str(space), "--strategy", "grid",
+           "--out", str(out), "--json", *ovr]
+    if not packed:
+        cmd.insert(-len(ovr), "--no-packed")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    import csv
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = list(result["best"]["params"])
+    values = [{"params": {k: float(r[k]) for k in keys}, "value": float(r["value"]) if r["value"] else None}
+              for r in rows if r["state"] == "COMPLETE"]
+    return {"seconds": seconds, "best_params": result["best"]["params"], "best_value": result["best"]["value"],
+            "trials": result["trials"], "values": values, "command": " ".join(cmd)}
+
+
+def run_optuna(space: Path, out: Path, ovr: list[str]) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "optuna-n2",
+           "--worker-args", json.dumps({"space": str(space), "out": str(out), "overrides": ovr})]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"the optuna-n2 contender failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"seconds": seconds, **result, "command": "optuna GridSampler + study.optimize(objective, n_jobs=2)"}
+
+
+def optuna_worker(spec: dict) -> None:
+    """The contender a user writes today: Optuna drives trainlab.train(), two trials at a time."""
+    import optuna
+    import torch
+    import trainlab
+    from trainlab.search import load_space, trial_config
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)  # two trials share the two cores
+    cfg = trainlab.load_config(CONFIG, spec["overrides"] + ["train.threads=1"])
+    params = load_space(spec["space"])
+    grid = {p.key: p.grid_values() for p in params.values()}
+    out = Path(spec["out"])
+
+    def objective(trial):
+        values = {p.key: trial.suggest_float(p.key, p.low, p.high, log=p.log) for p in params.values()}
+        run = trainlab.train(trial_config(cfg, values), out=out / f"{trial.number:04d}")
+        return run.metrics["val"]["accuracy"]
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.GridSampler(grid, seed=0))
+    study.optimize(objective, n_jobs=2, catch=(trainlab.TrainlabError,))
+    best = study.best_trial
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    print(json.dumps({"best_params": best.params, "best_value": best.value, "trials": len(done),
+                      "values": [{"params": t.params, "value": t.value} for t in done]}))
+
+
+def environment() -> dict:
+    import torch
+
+    def git(*a: str):
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "load_average": os.getloadavg()}
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted((k, round(float(v), 12)) for k, v in params.items()))
+
+
+def same_best(rows: list[dict]) -> bool:
+    """Whether every contender's best trial is the same grid point. Ties (several points with the
+    best value, as accuracy on a few thousand examples can give) count as the same when the
+    contenders share one of the tied points."""
+    tied = []
+    for r in rows:
+        best = max(v["value"] for v in r["values"] if v["value"] is not None)
+        tied.append({_key(v["params"]) for v in r["values"] if v["value"] == best} | {_key(r["best_params"])})
+    return bool(set.intersection(*tied))
+
+
+def table(result: dict) -> str:
+    env = result["env"]
+    lines = [f"trainlab search benchmark, {env['date']}, `{env['command']}`, {env['cores']} cores, "
+             f"torch {env['torch']} ({env['torch_threads']} threads)"
+             + (" (quick: do not quote)" if result["quick"] else ""),
+             "", "| grid | contender | wall s | vs sequential | best trial | best val accuracy |",
+             "|---|---|---|---|---|---|"]
+    for grid in result["grids"]:
+        rows = grid["contenders"]
+        base = next((r["seconds"] for r in rows if r["name"] == "sequential"), None)
+        for r in rows:
+            ratio = f"{base / r['seconds']:.2f}x" if base else "–"
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in r["best_params"].items())
+            lines.append(f"| {grid['name']} | {r['name']} | {r['seconds']:.1f} | {ratio} | {shown} "
+                         f"| {r['best_value']:.4f} |")
+        lines.append(f"| {grid['name']} | same best trial for all | {'yes' if grid['same_best'] else 'NO'} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker == "optuna-n2":
+        optuna_worker(json.loads(args.worker_args))
+        return 0
+    args.epochs = args.epochs or (1 if args.quick else 2)
+    contenders = [c for c in args.contenders.split(",") if c]
+    spaces = QUICK_SPACES if args.quick else SPACES
+    result = {"quick": args.quick, "epochs": args.epochs, "overrides": overrides(args), "env": environment(),
+              "grids": []}
+    import yaml
+    with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
+        for size in [int(g) for g in args.grids.split(",")]:
+            space = Path(tmp) / f"space{size}.yaml"
+            space.write_text(yaml.safe_dump(spaces[size]))
+            n = 1
+            for spec in spaces[size].values():
+                n *= spec.get("grid", 1)
+            name = f"{n}-point {' x '.join(k.split('.')[-1] for k in spaces[size])}"
+            rows = []
+            for contender in contenders:
+                out = Path(tmp) / f"{size}-{contender}"
+                print(f"{name}: {contender} ...", file=sys.stderr, flush=True)
+                if contender == "optuna-n2":
+                    row = run_optuna(space, out, overrides(args))
+                else:
+                    row = run_trainlab(space, out, overrides(args), packed=contender == "packed")
+                rows.append({"name": contender, **row})
+            result["grids"].append({"name": name, "space": spaces[size], "contenders": rows,
+                                    "same_best": same_best(rows)})
+    out = Path(args.out)
+    from trainlab.runs import atomic_write_json, atomic_write_text
+    atomic_write_json(out / "search_bench.json", result)
+    text = table(result)
+    atomic_write_text(out / "search_table.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
