@@ -36,6 +36,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/search_bench.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -95,3 +95,19 @@ def test_corrupt_checkpoint_is_refused_without_unpickling(tmp_path):
     (tmp_path / "r" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     proc = run_cli("train", "--resume", tmp_path / "r")
     _assert_clean_error(proc, 3, "last.pt")
+
+
+def test_report_command_for_one_and_several_runs(tmp_path):
+    for name in ("a", "b"):
+        done = run_cli("train", "data.name=iris", "train.epochs=2", f"optim.lr={0.05 if name == 'a' else 0.2}",
+                       "--out", tmp_path / name)
+        assert done.returncode == 0, done.stderr
+    one = run_cli("report", tmp_path / "a", "--json")
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout.strip().splitlines()[-1]) == {"report": str(tmp_path / "a" / "report.html")}
+    both = run_cli("report", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "ab.html")
+    assert both.returncode == 0, both.stderr
+    page = (tmp_path / "ab.html").read_text()
+    assert "data:image/png;base64," in page and "a" in page and "b" in page
+    missing = run_cli("report", tmp_path / "nope")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr

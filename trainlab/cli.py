@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="split to score: test (default), val or train")
     _add_common(e)
 
+    r = sub.add_parser("report", help="write report.html for a run, or overlay several runs side by side",
+                       description="One self-contained HTML page from the saved files of one run (RUN_DIR/report.html) "
+                       "or of several runs (curves overlaid, metrics side by side; default runs/compare-<time>.html).")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders `trainlab train` wrote")
+    r.add_argument("--out", help="the HTML file to write")
+    r.add_argument("--json", action="store_true", help="print {\"report\": path} as one JSON object on the last line")
+
     p = sub.add_parser("predict", help="classify images or CSV rows with a trained run",
                        description="Predicted class and probabilities (or value) for an image file, a folder "
                        "of images, or a CSV file with the training data's feature columns.")
@@ -69,6 +76,21 @@ def _run_train(args) -> dict:
     print(f"test: {headline}")
     print(f"run: {result.run_dir}")
     return result.summary
+
+
+def _run_report(args) -> dict:
+    import time
+    from pathlib import Path
+
+    from .report import write_comparison, write_report
+
+    if len(args.run_dirs) == 1:
+        path = write_report(args.run_dirs[0], out=args.out)
+    else:
+        out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
+        path = write_comparison(args.run_dirs, out)
+    print(f"report: {path}")
+    return {"report": str(path)}
 
 
 def _run_evaluate(args) -> dict:
@@ -242,7 +264,7 @@ def _usage(message: str) -> TrainlabError:
     return ConfigError(message)
 
 
-COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "cv": _run_cv,
+COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "report": _run_report, "predict": _run_predict, "cv": _run_cv,
             "lr-find": _run_lr_find, "compare": _run_compare, "sweep-size": _run_sweep_size,
             "search": _run_search}
 

@@ -23,13 +23,13 @@ SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "reduce_on
 
 # Which optional optimiser keys each optimiser reads; the others are ignored with a warning.
 OPTIM_KEYS = {
-    "gd": {"momentum", "nesterov", "weight_decay"},
-    "sgd": {"momentum", "nesterov", "weight_decay"},
-    "momentum": {"momentum", "nesterov", "weight_decay"},
-    "adagrad": {"weight_decay", "eps"},
+    "gd": {"momentum", "nesterov", "weight_decay", "fused"},
+    "sgd": {"momentum", "nesterov", "weight_decay", "fused"},
+    "momentum": {"momentum", "nesterov", "weight_decay", "fused"},
+    "adagrad": {"weight_decay", "eps", "fused"},
     "rmsprop": {"momentum", "weight_decay", "alpha", "eps"},
-    "adam": {"weight_decay", "betas", "eps"},
-    "adamw": {"weight_decay", "betas", "eps"},
+    "adam": {"weight_decay", "betas", "eps", "fused"},
+    "adamw": {"weight_decay", "betas", "eps", "fused"},
 }
 
 

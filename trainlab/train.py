@@ -433,8 +433,10 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
     if cfg.train.final == "best" and run.best.exists():
         checkpoint.load_weights(model, run.best)
     final = {}
+    train_batches = None  # frees the training split's device copy before the evaluation passes
     for name in ("train", "val", "test"):
-        batches = make_batches(splits, name, cfg.eval.batch_size, device, dtype, cfg)
+        batches = val_batches if name == "val" else make_batches(splits, name, cfg.eval.batch_size, device,
+                                                                  dtype, cfg)
         if batches is not None:
             with autocast:
                 final[name] = evaluate_model(forward_model, batches, loss_fn, splits.task, loss_name, y_std)

@@ -127,10 +127,12 @@ class Batches:
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Raw values -> normalised model inputs in self.dtype (tabular: already standardised)."""
-        x = x.to(self.dtype)
+        # A fresh tensor (never the caller's), scaled in place: normalising a whole split then
+        # needs one float copy, not three. In-place or not, the arithmetic is the same.
+        x = x.to(self.dtype, copy=True)
         if self.scale is None:
             return x
-        return x * (self.scale * self.unit) + self.shift
+        return x.mul_(self.scale * self.unit).add_(self.shift)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Batch -> model input: to float, augment (training only), normalise, noise."""
