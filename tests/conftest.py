@@ -32,6 +32,16 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models on a busy 2-core machine: one thread avoids waiting on a descheduled second one."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fashion_available():
     """Fashion-MNIST must be installed (make setup does it): a missing set fails, never skips."""
     assert (FASHION / "train-images-idx3-ubyte.gz").is_file(), \

@@ -1,7 +1,6 @@
 """Packed training (trainlab.packed) against separate train() runs and against torch.optim."""
 
 import dataclasses
-import warnings
 
 import pytest
 import torch
@@ -16,20 +15,7 @@ from trainlab.train import train
 from conftest import ROOT, quick_config
 
 
-@pytest.fixture(autouse=True)
-def _quiet_unused_key_warnings():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not use optim.*")
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a busy 2-core machine: one thread avoids waiting on a descheduled second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:

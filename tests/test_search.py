@@ -6,11 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from trainlab.config import load_config
@@ -22,20 +20,7 @@ from conftest import ROOT, quick_config
 LR_GRID = {"optim.lr": {"loguniform": [0.003, 0.3], "grid": 4}}
 
 
-@pytest.fixture(autouse=True)
-def _quiet_unused_key_warnings():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not use optim.*")
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a busy 2-core machine: one thread avoids waiting on a descheduled second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same, for the CLI's processes
