@@ -118,13 +118,18 @@ def test_csv_run_reproduces_one_hot_and_standardisation(tmp_path):
         trainlab.predict(run, tmp_path / "short.csv")
 
 
+def _bunch_csv(bunch, path):
+    """A scikit-learn dataset's features as a CSV with its feature names as the header."""
+    path.write_text(",".join(bunch.feature_names) + "\n"
+                    + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in bunch.data))
+    return path
+
+
 def test_scikit_learn_set_from_csv_through_the_cli(tmp_path_factory, tmp_path):
     from sklearn.datasets import load_iris
     iris = load_iris()
     run = train_once(tmp_path_factory, "iris_noval", IRIS_NOVAL)
-    table = tmp_path / "iris.csv"
-    table.write_text(",".join(iris.feature_names) + "\n"
-                     + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in iris.data))
+    table = _bunch_csv(iris, tmp_path / "iris.csv")
     trained = load_run(run)
     assert _contains_rows(_table_features(table, trained)[0], trained.splits.test.x)
     proc = run_cli("predict", run, table, "--json")
@@ -138,9 +143,7 @@ def test_regression_values_are_in_target_units(tmp_path_factory, tmp_path):
     from sklearn.datasets import load_diabetes
     diabetes = load_diabetes()
     run = train_once(tmp_path_factory, "diabetes", DIABETES)
-    table = tmp_path / "d.csv"
-    table.write_text(",".join(diabetes.feature_names) + "\n"
-                     + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in diabetes.data))
+    table = _bunch_csv(diabetes, tmp_path / "d.csv")
     out = trainlab.predict(run, table)
     values = np.array([o["predicted"] for o in out])
     assert len(out) == 442 and all(o["probabilities"] is None for o in out)
