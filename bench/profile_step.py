@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--top", type=int, default=0, help="also list the N ops with the most self CPU time")
     args = parser.parse_args()
     overrides = ["train.epochs=1", f"train.batch_size={args.batch_size}", "train.progress=none", "data.val_fraction=0.1"]
     if args.limit:
@@ -78,6 +79,13 @@ def main() -> None:
     print("|---|---:|")
     for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"| {label} | {100 * seconds / whole:.0f}% |")
+    if args.top:
+        print("\n| op | category | calls | self CPU ms | share |")
+        print("|---|---|---:|---:|---:|")
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:args.top]
+        for e in events:
+            print(f"| {e.key} | {category(e.key)} | {e.count} | {e.self_cpu_time_total / 1e3:.1f} "
+                  f"| {100 * e.self_cpu_time_total / 1e6 / whole:.0f}% |")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Iterable, Optional
 
 import torch
 from torch.optim import lr_scheduler
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from .config import Config
 
@@ -33,6 +35,60 @@ def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, betas=o.betas, **optional)
     return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, **optional)
+
+
+# Optimisers that have taken one step through torch.optim's own step(): from then on
+# step_optimizer may call the fused SGD kernel directly (see there).
+_STEPPED: "weakref.WeakSet[torch.optim.Optimizer]" = weakref.WeakSet()
+
+
+def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.step(), then every gradient set to None (zero_grad(set_to_none=True)).
+
+    For torch.optim.SGD(fused=True), the default, every step after the first calls the fused kernel
+    exactly as torch.optim.sgd._fused_sgd does (the same arguments, the momentum buffers kept in
+    optimizer.state), without Optimizer.step's Python wrapper (profiler record, hooks, grouping by
+    device): about 55 us less per step on this CPU, a twentieth of a batch-64 step of the seed MLP.
+    The result is bitwise torch.optim's (tests/test_optim.py). The first step goes through
+    torch.optim, so lr schedulers see it; optimisers with hooks, tensor lrs, grad scaling or
+    anything unusual always do.
+    """
+    if optimizer not in _STEPPED or not _fused_sgd_step(optimizer):
+        optimizer.step()
+        _STEPPED.add(optimizer)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
+
+
+def _fused_sgd_step(optimizer: torch.optim.Optimizer) -> bool:
+    """One torch._fused_sgd_ call per param group; False (nothing changed) where it does not apply."""
+    if (type(optimizer) is not torch.optim.SGD or getattr(optimizer, "grad_scale", None) is not None
+            or getattr(optimizer, "found_inf", None) is not None or optimizer._optimizer_step_pre_hooks
+            or optimizer._optimizer_step_post_hooks or _global_optimizer_pre_hooks or _global_optimizer_post_hooks):
+        return False
+    calls = []
+    for group in optimizer.param_groups:
+        if not group["fused"] or group["differentiable"] or isinstance(group["lr"], torch.Tensor):
+            return False
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            continue
+        grads = [p.grad for p in params]
+        if len({(g.device, g.dtype) for g in grads}) > 1 or any(g.is_sparse for g in grads):
+            return False
+        buffers = []
+        if group["momentum"] != 0:
+            buffers = [optimizer.state[p].get("momentum_buffer") for p in params]
+            if any(b is None for b in buffers):  # a first step for some: torch.optim's own path
+                return False
+        calls.append((params, grads, buffers, group))
+    with torch.no_grad():
+        for params, grads, buffers, group in calls:
+            torch._fused_sgd_(params, grads, buffers, weight_decay=group["weight_decay"],
+                              momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
+                              nesterov=group["nesterov"], maximize=group["maximize"], is_first_step=False)
+    return True
 
 
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int

@@ -510,8 +510,9 @@ def _pack_batches(batches: Batches, seeds: list[int], epoch: int):
             for s in distinct:
                 index = orders[s][i * batches.batch_size:(i + 1) * batches.batch_size]
                 batches.gen = gens[s]  # the seed's own augmentation stream
-                xs.append(batches.prepare(batches.x[index]))
-                ys.append(batches.y[index])
+                x, y = batches.rows(index)
+                xs.append(batches.prepare(x))
+                ys.append(y)
             yield torch.stack(xs).index_select(0, where), torch.stack(ys).index_select(0, where), False
     finally:
         batches.gen = own_gen

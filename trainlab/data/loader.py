@@ -103,7 +103,14 @@ class Batches:
         order = order.to(self.device)
         for i in range(start_step, len(self)):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.prepare(self.x[index]), self.y[index]
+            x, y = self.rows(index)
+            yield self.prepare(x), y
+
+    def rows(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at `index` (a 1-D int64 tensor on the device): raw or normalised x, and y."""
+        # index_select, not x[index]: the same copy, but advanced indexing (aten::index) gathers
+        # rows 3-4x slower on the CPU (4096 rows of 784 floats: 2.5 ms vs 0.7 ms, 2 threads).
+        return self.x.index_select(0, index), self.y.index_select(0, index)
 
     def _stream(self, order: torch.Tensor, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sampler = [order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
