@@ -35,8 +35,9 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/search_bench.py
+	$(BIN)/pip install -q -e '.[bench]'
+	KERAS_BACKEND=$${KERAS_BACKEND:-torch} $(BIN)/python bench/run.py
+	$(BIN)/python bench/search_bench.py --repeats 3
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -3,6 +3,7 @@
     python bench/search_bench.py                 # 16-point lr grid and 64-point lr x weight-decay grid, 2 epochs
     python bench/search_bench.py --quick         # 4- and 8-point grids on 2,000 examples, 1 epoch: checks it runs
     python bench/search_bench.py --grids 16 --out bench/results
+    python bench/search_bench.py --repeats 3      # each contender 3 times, interleaved; medians
 
 Every contender runs the same grid of the seed MLP (examples/seed_mlp.yaml, Fashion-MNIST) in a
 fresh process, timed from process start to exit: data loading, evaluation and bookkeeping included.
@@ -25,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="4- and 8-point grids, 2,000 examples, 1 epoch")
     p.add_argument("--grids", default="16,64", help="which grids: 16 (lr) and/or 64 (lr x weight decay)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2; quick 1)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each contender, interleaved (packed, sequential, optuna, packed, ...); the table "
+                        "quotes the median wall time")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
                    help="comma-separated subset of " + ", ".join(CONTENDERS))
     p.add_argument("--out", default=str(BENCH / "results"), help="folder for search_bench.json and search_table.md")
@@ -165,7 +170,7 @@ def table(result: dict) -> str:
     lines = [f"trainlab search benchmark, {env['date']}, `{env['command']}`, {env['cores']} cores, "
              f"torch {env['torch']} ({env['torch_threads']} threads)"
              + (" (quick: do not quote)" if result["quick"] else ""),
-             "", "| grid | contender | wall s | vs sequential | best trial | best val accuracy |",
+             "", "| grid | contender | wall s, median (min-max) | vs sequential | best trial | best val accuracy |",
              "|---|---|---|---|---|---|"]
     for grid in result["grids"]:
         rows = grid["contenders"]
@@ -173,7 +178,8 @@ def table(result: dict) -> str:
         for r in rows:
             ratio = f"{base / r['seconds']:.2f}x" if base else "–"
             shown = ", ".join(f"{k}={v:.4g}" for k, v in r["best_params"].items())
-            lines.append(f"| {grid['name']} | {r['name']} | {r['seconds']:.1f} | {ratio} | {shown} "
+            wall = f"{r['seconds']:.1f} ({r['seconds_min']:.1f}-{r['seconds_max']:.1f})"
+            lines.append(f"| {grid['name']} | {r['name']} | {wall} | {ratio} | {shown} "
                          f"| {r['best_value']:.4f} |")
         lines.append(f"| {grid['name']} | same best trial for all | {'yes' if grid['same_best'] else 'NO'} | | | |")
     return "\n".join(lines) + "\n"
@@ -187,7 +193,7 @@ def main(argv=None) -> int:
     args.epochs = args.epochs or (1 if args.quick else 2)
     contenders = [c for c in args.contenders.split(",") if c]
     spaces = QUICK_SPACES if args.quick else SPACES
-    result = {"quick": args.quick, "epochs": args.epochs, "overrides": overrides(args), "env": environment(),
+    result = {"quick": args.quick, "epochs": args.epochs, "repeats": args.repeats, "overrides": overrides(args), "env": environment(),
               "grids": []}
     import yaml
     with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
@@ -198,15 +204,22 @@ def main(argv=None) -> int:
             for spec in spaces[size].values():
                 n *= spec.get("grid", 1)
             name = f"{n}-point {' x '.join(k.split('.')[-1] for k in spaces[size])}"
+            runs: dict[str, list[dict]] = {c: [] for c in contenders}
+            for repeat in range(args.repeats):  # interleaved: a slow spell of the machine hits every contender
+                for contender in contenders:
+                    out = Path(tmp) / f"{size}-{contender}-{repeat}"
+                    print(f"{name}: {contender} (run {repeat + 1} of {args.repeats}) ...", file=sys.stderr, flush=True)
+                    if contender == "optuna-n2":
+                        runs[contender].append(run_optuna(space, out, overrides(args)))
+                    else:
+                        runs[contender].append(run_trainlab(space, out, overrides(args), packed=contender == "packed"))
             rows = []
-            for contender in contenders:
-                out = Path(tmp) / f"{size}-{contender}"
-                print(f"{name}: {contender} ...", file=sys.stderr, flush=True)
-                if contender == "optuna-n2":
-                    row = run_optuna(space, out, overrides(args))
-                else:
-                    row = run_trainlab(space, out, overrides(args), packed=contender == "packed")
-                rows.append({"name": contender, **row})
+            for contender, done in runs.items():
+                seconds = sorted(r["seconds"] for r in done)
+                rows.append({"name": contender, **done[0], "seconds": statistics.median(seconds),
+                             "seconds_min": seconds[0], "seconds_max": seconds[-1],
+                             "runs": [r["seconds"] for r in done],
+                             "same_best_every_run": len({_key(r["best_params"]) for r in done}) == 1})
             result["grids"].append({"name": name, "space": spaces[size], "contenders": rows,
                                     "same_best": same_best(rows)})
     out = Path(args.out)
