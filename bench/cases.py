@@ -214,8 +214,13 @@ def skipped(s: Settings, case: int, name: str, title: str, why: str) -> dict:
 
 # ---------------------------------------------------------------- case 5: FLOP/s
 
-def matmul_peak(n: int, device: torch.device, reps: int = 5, dtype: torch.dtype = torch.float32) -> dict:
-    """Best GFLOP/s of an n×n @ n×n torch.matmul (2·n³ FLOPs) at the current threads and precision."""
+def matmul_peak(n: int, device: torch.device, reps: int = 5, dtype: torch.dtype = torch.float32,
+                chain: int = 3) -> dict:
+    """Best GFLOP/s of n×n @ n×n torch.matmuls (2·n³ FLOPs each) at the current threads and precision.
+
+    Each of `reps` samples times `chain` products back to back (about 0.1 s at n=2048 on 2 CPU
+    threads): sustained like an epoch's arithmetic, not one lucky burst.
+    """
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
@@ -223,10 +228,11 @@ def matmul_peak(n: int, device: torch.device, reps: int = 5, dtype: torch.dtype 
     for _ in range(reps):
         C.sync(device)
         t0 = time.perf_counter()
-        a @ b
+        for _ in range(chain):
+            a @ b
         C.sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return {"n": n, "best_seconds": best, "gflops": 2 * n ** 3 / best / 1e9, "epoch_seconds": []}
+        best = min(best, (time.perf_counter() - t0) / chain)
+    return {"n": n, "chain": chain, "best_seconds": best, "gflops": 2 * n ** 3 / best / 1e9, "epoch_seconds": []}
 
 
 def weight_params(widths: list[int]) -> int:
@@ -259,8 +265,12 @@ def case5(s: Settings) -> dict:
         runs[f"batch {b}"] = (lambda r, b=b: C.trainlab_run(data, r, s.timing_epochs, s.device,
                                                             [f"train.batch_size={b}"]))
     results = interleave(s, 5, runs)
-    peak = max(r["gflops"] for r in results["matmul"])
-    summary = {"matmul": {"runs": results["matmul"], "peak_gflops": peak}}
+    # The machine's speed drifts (a shared 2-core VM: the peak measured 233-293 GFLOP/s on one day),
+    # so each repeat's epochs are set against the peak measured in that same repeat, next to them,
+    # and the table quotes the median of those per-repeat shares. The best peak of all is shown too.
+    peaks = [r["gflops"] for r in results["matmul"]]
+    peak = statistics.median(peaks)
+    summary = {"matmul": {"runs": results["matmul"], "peak_gflops": peak, "best_peak_gflops": max(peaks)}}
     bf16_note = []
     if "matmul bf16" in results:
         bf16 = max(r["gflops"] for r in results["matmul bf16"])
@@ -272,9 +282,13 @@ def case5(s: Settings) -> dict:
     for b in batches:
         c = summary[f"batch {b}"] = summarise(results[f"batch {b}"])
         sec = c["median_epoch_seconds"]
+        shares = [flops / repeat_sec / 1e9 / repeat_peak
+                  for repeat_sec, repeat_peak in zip(c["repeat_medians"], peaks)]
+        share = statistics.median(shares)
         c.update(gflops=flops / sec / 1e9, executed_gflops=executed / sec / 1e9,
-                 percent_of_peak=100 * flops / sec / 1e9 / peak,
-                 executed_percent_of_peak=100 * executed / sec / 1e9 / peak)
+                 repeat_shares_of_peak=shares, percent_of_peak=100 * share,
+                 executed_percent_of_peak=100 * share * executed / flops,
+                 percent_of_best_peak=100 * flops / sec / 1e9 / max(peaks))
         rows.append([str(b), fmt(sec), str(-(-data.n_train // b)), fmt(c["gflops"], 1),
                      fmt(c["percent_of_peak"], 1), fmt(c["executed_gflops"], 1),
                      fmt(c["executed_percent_of_peak"], 1)])
@@ -283,9 +297,13 @@ def case5(s: Settings) -> dict:
              "columns": ["batch", "s/epoch", "steps", "GFLOP/s (6·N·P)", "% of peak", "GFLOP/s executed",
                          "% of peak (executed)"],
              "rows": rows}
-    notes = [f"Peak: best of {len(results['matmul'])}×5 float32 torch.matmul {s.matmul_n}×{s.matmul_n} @ "
-             f"{s.matmul_n}×{s.matmul_n} on {s.device} at {torch.get_num_threads()} threads = {peak:,.1f} GFLOP/s "
-             "(2·n³ FLOPs each).",
+    worst = min(summary[f"batch {b}"]["percent_of_best_peak"] for b in batches[-1:])
+    notes = [f"Peak: in each repeat, the best of 5 samples of 3 back-to-back float32 torch.matmul "
+             f"{s.matmul_n}×{s.matmul_n} @ {s.matmul_n}×{s.matmul_n} on {s.device} at {torch.get_num_threads()} "
+             f"threads (2·n³ FLOPs each): median {peak:,.1f} GFLOP/s, per repeat "
+             + ", ".join(f"{p:,.1f}" for p in peaks) + ". '% of peak' is the median over repeats of that "
+             "repeat's epoch GFLOP/s over that repeat's peak (the machine's speed drifts between repeats); "
+             f"against the best peak of all ({max(peaks):,.1f}) batch {batches[-1]} is at {worst:.1f}%.",
              f"One epoch = 6·N·P = 6 × {data.n_train:,} × {weight_params(widths):,} = {flops / 1e9:.1f} GFLOP "
              f"(N training examples, P = {'·'.join(map(str, widths[:2]))} + {'·'.join(map(str, widths[1:]))} "
              "weight entries; forward 2 FLOPs per multiply-add, backward 4). 'Executed' drops the first "

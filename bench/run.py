@@ -131,13 +131,26 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def header(env: dict) -> str:
+def provenance(env: dict) -> str:
+    """One line: when, by which command, where, at which commit a case was measured."""
     where = f"{env['cpu']}, {env['torch_threads']} torch threads"
     if "cuda_device" in env:
         where += f", {env['cuda_device']}"
     commit = f"{env['git_commit']}{' (uncommitted changes)' if env['git_dirty'] else ''}"
-    return (f"# trainlab benchmark\n\n{env['date']} · `{env['command']}` · {where} · torch {env['torch']} · "
-            f"commit {commit} · load average at start {', '.join(f'{x:.2f}' for x in env['load_average'] or [])}\n\n")
+    return (f"{env['date']} · `{env['command']}` · {where} · torch {env['torch']} · commit {commit} · "
+            f"load average at start {', '.join(f'{x:.2f}' for x in env['load_average'] or [])}")
+
+
+def full_table(out: Path) -> str:
+    """table.md: every case whose JSON is in `out`, each under the line saying how it was measured.
+
+    Built from the files, not from this run alone: re-running one case (`--cases 5`) replaces its
+    section and keeps the others, so the table and the JSON files always agree.
+    """
+    results = [json.loads(p.read_text()) for p in out.glob("case*_*.json")]
+    sections = [f"{markdown(r).rstrip()}\n\n_Measured {provenance(r['env'])}._\n"
+                for r in sorted(results, key=lambda r: r["case"])]
+    return "# trainlab benchmark\n\n" + "\n".join(sections)
 
 
 def main(argv=None) -> int:
@@ -160,7 +173,6 @@ def main(argv=None) -> int:
     out = Path(args.out)
     s.log(f"bench: cases {chosen}, {s.repeats} repeat(s), {s.epochs} epoch(s) ({s.timing_epochs} for timing "
           f"cases), data.limit={s.limit}, device {s.device}, {env['torch_threads']} threads -> {out}")
-    sections = []
     for n in chosen:
         t0 = time.perf_counter()
         try:
@@ -170,9 +182,8 @@ def main(argv=None) -> int:
             return 3
         result.update(env=env, case_seconds=time.perf_counter() - t0)
         atomic_write_text(out / f"case{n}_{result['name']}.json", to_json(result) + "\n")
-        sections.append(markdown(result))
         s.log(f"[case {n}] done in {result['case_seconds']:.1f} s")
-    table = header(env) + "\n".join(sections)
+    table = full_table(out)
     atomic_write_text(out / "table.md", table)
     print(table)
     return 0

@@ -3,7 +3,7 @@
     python bench/search_bench.py                 # 16-point lr grid and 64-point lr x weight-decay grid, 2 epochs
     python bench/search_bench.py --quick         # 4- and 8-point grids on 2,000 examples, 1 epoch: checks it runs
     python bench/search_bench.py --grids 16 --out bench/results
-    python bench/search_bench.py --repeats 3      # each contender 3 times, interleaved; medians
+    python bench/search_bench.py --repeats 3,1    # 16-point grid 3 times, interleaved (medians); 64-point once
 
 Every contender runs the same grid of the seed MLP (examples/seed_mlp.yaml, Fashion-MNIST) in a
 fresh process, timed from process start to exit: data loading, evaluation and bookkeeping included.
@@ -56,9 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="4- and 8-point grids, 2,000 examples, 1 epoch")
     p.add_argument("--grids", default="16,64", help="which grids: 16 (lr) and/or 64 (lr x weight decay)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2; quick 1)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="runs of each contender, interleaved (packed, sequential, optuna, packed, ...); the table "
-                        "quotes the median wall time")
+    p.add_argument("--repeats", default="1",
+                   help="runs of each contender, interleaved (packed, sequential, optuna, packed, ...): one number, "
+                        "or one per grid (e.g. 3,1); the table quotes the median wall time")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
                    help="comma-separated subset of " + ", ".join(CONTENDERS))
     p.add_argument("--out", default=str(BENCH / "results"), help="folder for search_bench.json and search_table.md")
@@ -193,11 +193,16 @@ def main(argv=None) -> int:
     args.epochs = args.epochs or (1 if args.quick else 2)
     contenders = [c for c in args.contenders.split(",") if c]
     spaces = QUICK_SPACES if args.quick else SPACES
-    result = {"quick": args.quick, "epochs": args.epochs, "repeats": args.repeats, "overrides": overrides(args), "env": environment(),
+    result = {"quick": args.quick, "epochs": args.epochs, "overrides": overrides(args), "env": environment(),
               "grids": []}
     import yaml
     with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
-        for size in [int(g) for g in args.grids.split(",")]:
+        sizes = [int(g) for g in args.grids.split(",")]
+        repeats = [int(r) for r in str(args.repeats).split(",")]
+        repeats = repeats * len(sizes) if len(repeats) == 1 else repeats
+        if len(repeats) != len(sizes):
+            raise SystemExit(f"--repeats {args.repeats}: give one number or one per grid ({len(sizes)})")
+        for size, n_repeats in zip(sizes, repeats):
             space = Path(tmp) / f"space{size}.yaml"
             space.write_text(yaml.safe_dump(spaces[size]))
             n = 1
@@ -205,10 +210,10 @@ def main(argv=None) -> int:
                 n *= spec.get("grid", 1)
             name = f"{n}-point {' x '.join(k.split('.')[-1] for k in spaces[size])}"
             runs: dict[str, list[dict]] = {c: [] for c in contenders}
-            for repeat in range(args.repeats):  # interleaved: a slow spell of the machine hits every contender
+            for repeat in range(n_repeats):  # interleaved: a slow spell of the machine hits every contender
                 for contender in contenders:
                     out = Path(tmp) / f"{size}-{contender}-{repeat}"
-                    print(f"{name}: {contender} (run {repeat + 1} of {args.repeats}) ...", file=sys.stderr, flush=True)
+                    print(f"{name}: {contender} (run {repeat + 1} of {n_repeats}) ...", file=sys.stderr, flush=True)
                     if contender == "optuna-n2":
                         runs[contender].append(run_optuna(space, out, overrides(args)))
                     else:
@@ -220,7 +225,7 @@ def main(argv=None) -> int:
                              "seconds_min": seconds[0], "seconds_max": seconds[-1],
                              "runs": [r["seconds"] for r in done],
                              "same_best_every_run": len({_key(r["best_params"]) for r in done}) == 1})
-            result["grids"].append({"name": name, "space": spaces[size], "contenders": rows,
+            result["grids"].append({"name": name, "space": spaces[size], "repeats": n_repeats, "contenders": rows,
                                     "same_best": same_best(rows)})
     out = Path(args.out)
     from trainlab.runs import atomic_write_json, atomic_write_text
