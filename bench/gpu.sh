@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark on a CUDA machine: cases 1-8 (8 = ResNet-20 on 32x32x3 inputs), in under 5 minutes,
-# offline. Writes case<N>_<name>.json and table.md into OUT_DIR and prints the table.
+# The benchmark on a CUDA machine: cases 1-8 (8 = ResNet-20 on 32x32x3 inputs) and the packed search,
+# in under 5 minutes, offline. Writes case<N>_<name>.json, table.md, search_bench.json and
+# search_table.md into OUT_DIR and prints the tables.
 #
 #   bench/gpu.sh [OUT_DIR] [extra bench/run.py flags]      # OUT_DIR default: $OUT, else bench/results/gpu
 #
@@ -63,7 +64,16 @@ export TRAINLAB_DATA="$found"
 # 3. The bench: fewer epochs and repeats than on the CPU so that all of it fits in 5 minutes.
 mkdir -p "$OUT_DIR"
 echo "gpu.sh: data from $found/fashion-mnist, results to $OUT_DIR" >&2
-echo "gpu.sh: not yet benchmarked here: packed search (trainlab.packed does not exist yet; see bench/README.md)" >&2
 PYTHONUNBUFFERED=1 "$PY" bench/run.py --device cuda --cases 1,2,3,4,5,6,7,8 \
   --epochs 3 --timing-epochs 2 --repeats 2 --out "$OUT_DIR" "$@"
+
+# 4. The packed search: the 16-point lr grid of the seed MLP, packed vs the same trials one after
+#    another, each a `trainlab search` process (train.device=auto: the GPU). Needs optuna (and its
+#    dependencies) as wheels in .whl/ where the machine lacks it.
+if "$PY" -c 'import optuna' 2>/dev/null; then
+  PYTHONUNBUFFERED=1 "$PY" bench/search_bench.py --grids 16 --contenders packed,sequential --out "$OUT_DIR"
+else
+  echo "gpu.sh: packed search skipped: optuna is not importable. Carry its wheels in .whl/ (optuna, alembic," >&2
+  echo "        sqlalchemy, colorlog, tqdm, Mako, greenlet: pip download optuna -d .whl)." >&2
+fi
 echo "gpu.sh: done in $(( $(date +%s) - start )) s" >&2

@@ -41,7 +41,6 @@ What packs: model.name=mlp without batch_norm, train.compile off, and on the CPU
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import sys
@@ -733,17 +732,6 @@ def _evaluate_pack(pack: PackedMLP, batches: Batches, loss_fns: list, fast_ce: O
     return totals
 
 
-def _eval_view(batches: Batches, batch_size: int, limit: Optional[int]) -> Batches:
-    """The training split's batches for evaluation: in order, unaugmented, `batch_size` at a time.
-
-    Shares the (already normalised) tensor on the device instead of building it again.
-    """
-    view = copy.copy(batches)
-    view.shuffle, view.augment, view.batch_size = False, None, batch_size
-    view.n = len(batches.split) if limit is None else min(limit, len(batches.split))
-    return view
-
-
 def _finish(members: list[_Member], splits: data.Splits, train_batches: Batches, device: torch.device,
             dtype: torch.dtype, loss_fns: list, fast_ce: Optional[float], loss_name: str, y_std: float, autocast,
             seconds: float) -> list[Result]:
@@ -775,7 +763,7 @@ def _finish(members: list[_Member], splits: data.Splits, train_batches: Batches,
             if name == "val" and all("val" in finals[m.index] for m in healthy):
                 continue
             if name == "train":  # the training split already on the device, read in order, unaugmented
-                batches = _eval_view(train_batches, first.eval.batch_size, first.eval.limit)
+                batches = train_batches.for_eval(first.eval.batch_size, first.eval.limit)
             else:
                 batches = make_batches(splits, name, first.eval.batch_size, device, dtype, first)
             if batches is None:
