@@ -182,6 +182,10 @@ def table(result: dict) -> str:
             lines.append(f"| {grid['name']} | {r['name']} | {wall} | {ratio} | {shown} "
                          f"| {r['best_value']:.4f} |")
         lines.append(f"| {grid['name']} | same best trial for all | {'yes' if grid['same_best'] else 'NO'} | | | |")
+        pair = [r for r in rows if r["name"] in ("packed", "sequential")]
+        if len(pair) == 2 and len(rows) > 2:
+            lines.append(f"| {grid['name']} | same best trial, packed and sequential | "
+                         f"{'yes' if same_best(pair) else 'NO'} | | | |")
     return "\n".join(lines) + "\n"
 
 
