@@ -1,4 +1,4 @@
-"""torch.optim optimisers and lr_scheduler schedules, built from the config."""
+"""torch.optim optimisers and lr_scheduler schedules, built from the config; the optimiser step train() takes."""
 
 from __future__ import annotations
 
