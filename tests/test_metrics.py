@@ -248,3 +248,26 @@ def test_regression_matches_sklearn():
     assert close(m["r2"], skm.r2_score(y, yp))
     json.dumps(m, allow_nan=False)
     assert regression_metrics(np.array([1.0]), np.array([2.0]))["r2"] is None  # undefined, not NaN
+
+
+def test_json_writers_turn_non_finite_numbers_into_null_on_every_path(tmp_path):
+    """The fast paths (whole numpy arrays, lists of plain numbers) and the slow ones agree."""
+    import json
+    import math
+
+    import numpy as np
+
+    from trainlab.metrics import _jsonable
+    from trainlab.runs import atomic_write_json
+
+    assert _jsonable(np.array([1.0, np.nan, -np.inf])) == [1.0, None, None]
+    assert _jsonable(np.array([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
+    assert _jsonable({"a": np.array([True, False])}) == {"a": [True, False]}
+    value = {"finite": [0.5, 2, True], "nan": [1.0, float("nan")], "big": [1e308, 1e308],
+             "nested": [[1.0, float("inf")], ["text", None]], "tuple": (1.0, 2.0)}
+    for indent in (2, None):
+        atomic_write_json(tmp_path / "x.json", value, indent=indent)
+        back = json.loads((tmp_path / "x.json").read_text())
+        assert back == {"finite": [0.5, 2, True], "nan": [1.0, None], "big": [1e308, 1e308],
+                        "nested": [[1.0, None], ["text", None]], "tuple": [1.0, 2.0]}
+        assert all(math.isfinite(v) for v in back["big"])

@@ -202,7 +202,7 @@ def evaluate(run_dir: str | Path, split: str = "test", data_dir: Optional[str] =
     if splits.task == "classification":
         scores = m.classification_metrics(y, out, splits.classes)
         curves = scores.pop("curves")
-        atomic_write_json(eval_dir / "curves.json", curves)
+        atomic_write_json(eval_dir / "curves.json", curves, indent=None)  # ~300k numbers, read by programs
     else:
         scores = m.regression_metrics(y, out)
         (eval_dir / "curves.json").unlink(missing_ok=True)  # left from an older evaluation, if any

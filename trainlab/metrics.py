@@ -235,6 +235,8 @@ def _jsonable(x):
     """numpy scalars/arrays -> Python numbers/lists; NaN and +-inf -> None (strict JSON)."""
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf" and (x.dtype.kind != "f" or np.isfinite(x).all()):
+        return x.tolist()  # one C call: curves hold ~300k numbers, element by element took a second
     if isinstance(x, (list, tuple, np.ndarray)):
         return [_jsonable(v) for v in x]
     if isinstance(x, (bool, np.bool_)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -47,6 +48,11 @@ def _clean(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        try:  # fast path for long lists of numbers: their sum (in C) is finite only if every one is
+            if math.isfinite(sum(value)):
+                return list(value)
+        except (TypeError, OverflowError):  # not all numbers (nested lists, None, text): walk them
+            pass
         return [_clean(v) for v in value]
     return value
 
@@ -55,16 +61,23 @@ def to_json(obj: Any, indent: Optional[int] = 2) -> str:
     return json.dumps(_clean(obj), indent=indent, allow_nan=False)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, to_json(obj) + "\n")
+def atomic_write_json(path: Path, obj: Any, indent: Optional[int] = 2) -> None:
+    """`obj` as strict JSON (NaN/inf written as null); indent=None writes one line, several times
+    faster for large arrays (json's C encoder only serves unindented output)."""
+    atomic_write_text(path, to_json(obj, indent) + "\n")
 
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus a short digest of the package's source: which code made a run."""
+    """Package version plus a short digest of the package's source: which code made a run.
+
+    Computed once per process (the code that was imported is the code that runs): a packed search
+    writes it into every member's checkpoints and summary.
+    """
     from . import __version__
 
     digest = hashlib.sha256()
