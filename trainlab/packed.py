@@ -59,7 +59,7 @@ from .errors import ConfigError
 from .models import ACTIVATION_LAYERS, build_model
 from .optim import build_optimizer, build_scheduler, is_better
 from .runs import RunDir, atomic_write_json, code_version
-from .train import Result, _autocast, _prepare_config, format_row, resolve_device
+from .train import Result, _autocast, _prepare_config, format_row, resolve_device, summed_loss
 
 # Config keys each member of a pack may set to its own value. Every other key must be equal
 # across a pack (pack_key); the search uses this list to decide what can be packed.
@@ -442,8 +442,7 @@ class _PackTotals:
     def from_steps(cls, losses_: torch.Tensor, scores: torch.Tensor, sizes: list[int], task: str) -> "_PackTotals":
         """An epoch's totals from per-step batch means (K, S) and per-step hits or |errors| (K, S)."""
         totals = cls(losses_.shape[0], losses_.device, task)
-        n = torch.tensor(sizes, dtype=torch.float64, device=losses_.device)
-        totals.loss = (losses_.double() * n).sum(1)
+        totals.loss = summed_loss(losses_, sizes)
         if task == "classification":
             totals.hits = scores.sum(1)
         else:

@@ -76,6 +76,12 @@ def make_penalty(cfg: Config, model: torch.nn.Module) -> Optional[Callable[[], t
     return penalty
 
 
+def summed_loss(step_losses: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
+    """Per-step batch-mean losses (..., S) times the batch sizes, summed over the steps: (...), float64."""
+    sizes = torch.tensor(batch_sizes, dtype=torch.float64, device=step_losses.device)
+    return (step_losses.double() * sizes).sum(-1)
+
+
 class _Totals:
     """Running sums of one pass, kept on the device: the host synchronises once per pass."""
 
@@ -97,8 +103,7 @@ class _Totals:
 
     def losses_from_steps(self, step_losses: torch.Tensor, batch_sizes: list[int]) -> None:
         """The pass's summed loss from its per-step batch means (one reduction per epoch)."""
-        sizes = torch.tensor(batch_sizes, dtype=torch.float64, device=step_losses.device)
-        self.loss = (step_losses.double() * sizes).sum()
+        self.loss = summed_loss(step_losses, batch_sizes)
 
     def state(self) -> dict:
         return {"loss": self.loss.cpu(), "hits": self.hits.cpu(), "abs_err": self.abs_err.cpu(), "count": self.count}
