@@ -33,9 +33,10 @@ import numpy as np
 
 from . import data
 from .config import KNOWN_KEYS, Config, parse_override, save_config
-from .crossval import (check_metric, default_metric, derive, higher_is_better, inner_progress, metric_value,
+from .crossval import (check_metric, default_metric, derive, inner_progress, metric_value,
                        output_dir, prepare, say, summarise)
 from .errors import ConfigError
+from .optim import higher_is_better
 from .runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 ALPHA = 0.05  # significance level of the paired t-test
@@ -296,7 +297,8 @@ def _pm(stat: dict) -> str:
 def render_compare_report(cmp: dict, results: list[dict], path: Path) -> str:
     """compare.json as one page in report.py's style: table, final-metric spread, mean curves, config."""
     from .crossval import plot_distribution
-    from .report import _e, _img, _note, _page, _section, _table, curve_metrics, plot_comparison
+    from .report import (curve_metrics, escape, html_image, html_note, html_page, html_section, html_table,
+                         plot_comparison)
 
     metric = cmp["metric"]
     names = list(cmp["settings"][0]["metrics"])
@@ -305,29 +307,29 @@ def render_compare_report(cmp: dict, results: list[dict], path: Path) -> str:
         p = s["p_value"]
         rows.append([s["label"]] + [_pm(s["metrics"][n]) for n in names]
                     + [None if p is None else float(f"{p:.4g}"), s["verdict"]])
-    table = _table(["setting"] + [f"{n} (mean ± std)" for n in names] + [f"p vs best ({metric})", "verdict"],
-                   rows)
-    note = _note(f"{cmp['seeds']} seeds per setting (train.seed 0..{cmp['seeds'] - 1}). {cmp['test']}; "
-                 f"p < {cmp['alpha']} is flagged as larger than seed noise (uncorrected for multiple comparisons). "
-                 f"Best on {metric}: {cmp['best']}.")
-    sections = [_section("table", "Settings", f"<div class='wide'>{table}</div>" + note)]
+    table = html_table(["setting"] + [f"{n} (mean ± std)" for n in names] + [f"p vs best ({metric})", "verdict"],
+                       rows)
+    note = html_note(f"{cmp['seeds']} seeds per setting (train.seed 0..{cmp['seeds'] - 1}). {cmp['test']}; "
+                     f"p < {cmp['alpha']} is flagged as larger than seed noise (uncorrected for multiple comparisons). "
+                     f"Best on {metric}: {cmp['best']}.")
+    sections = [html_section("table", "Settings", f"<div class='wide'>{table}</div>" + note)]
     groups = {s["label"]: s["metrics"][metric]["values"] for s in cmp["settings"]}
-    sections.append(_section("spread", f"Final {metric} per seed",
-                             _img(plot_distribution(groups, metric, f"final {metric}, one point per seed"),
-                                  f"{metric} per setting")))
+    sections.append(html_section("spread", f"Final {metric} per seed",
+                                 html_image(plot_distribution(groups, metric, f"final {metric}, one point per seed"),
+                                        f"{metric} per setting")))
     curves = {r["label"]: mean_rows([run["rows"] for run in r["runs"]]) for r in results}
     metrics = curve_metrics(next(iter(curves.values()), []))
-    figs = [_img(plot_comparison(curves, m), f"mean {m} per setting") for m in metrics]
-    sections.append(_section("curves", "Learning curves (mean over seeds)",
-                             _note("Validation solid, train dashed; each line is the mean over the seeds.")
-                             + f"<div class='figs'>{''.join(figs)}</div>"))
-    dirs = "".join(f"<li>{_e(s['label'])}: " + ", ".join(_e(d) for d in s["run_dirs"]) + "</li>"
+    figs = [html_image(plot_comparison(curves, m), f"mean {m} per setting") for m in metrics]
+    sections.append(html_section("curves", "Learning curves (mean over seeds)",
+                                 html_note("Validation solid, train dashed; each line is the mean over the seeds.")
+                                 + f"<div class='figs'>{''.join(figs)}</div>"))
+    dirs = "".join(f"<li>{escape(s['label'])}: " + ", ".join(escape(d) for d in s["run_dirs"]) + "</li>"
                    for s in cmp["settings"])
-    sections.append(_section("runs", "Runs", f"<ul>{dirs}</ul>"))
+    sections.append(html_section("runs", "Runs", f"<ul>{dirs}</ul>"))
     config_text = (path / "config.yaml").read_text() if (path / "config.yaml").is_file() else ""
-    sections.append(_section("config", "Base config", f"<pre>{_e(config_text)}</pre>"))
+    sections.append(html_section("config", "Base config", f"<pre>{escape(config_text)}</pre>"))
     vary = "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in cmp["vary"].items())
-    return _page(f"trainlab compare: {path.name}", _e(f"{path} · {vary}"), sections)
+    return html_page(f"trainlab compare: {path.name}", escape(f"{path} · {vary}"), sections)
 
 
 # ---------------------------------------------------------------- sweep_size
@@ -427,9 +429,9 @@ def _capacity_marks(points: list[dict], metric: str) -> dict:
 def plot_capacity(points: list[dict], metric: str, marks: dict):
     """Parameters (log x) against final train (dashed) and val (solid) metric, one colour per depth,
     each point labelled with its width; the saturation and gap-opening models marked."""
-    from .report import _figure
+    from .report import new_figure
 
-    fig, ax = _figure((6.0, 4.2))
+    fig, ax = new_figure((6.0, 4.2))
     depths = sorted({p["depth"] for p in points})
     for i, d in enumerate(depths):
         ps = [p for p in points if p["depth"] == d]
@@ -458,25 +460,25 @@ def plot_capacity(points: list[dict], metric: str, marks: dict):
 
 
 def render_sweep_report(sweep: dict, path: Path, fig) -> str:
-    from .report import _e, _img, _note, _page, _section, _table
+    from .report import escape, html_image, html_note, html_page, html_section, html_table
 
     metric = sweep["metric"]
     rows = [[f"{p['depth']} × {p['width']}" if p["depth"] else "linear", p["params"], p["train"], p["val"],
              p.get("gap"), p["test"]] for p in sweep["points"]]
-    table = _table(["hidden (depth × width)", "parameters", f"train {metric}", f"val {metric}", "gap",
-                    f"test {metric}"], rows)
+    table = html_table(["hidden (depth × width)", "parameters", f"train {metric}", f"val {metric}", "gap",
+                        f"test {metric}"], rows)
 
-    marks = _table(["", "model"], [("best val", _where(sweep["best"])),
-                                   ("val saturates at", _where(sweep["saturates_at"])),
-                                   ("gap opens at", _where(sweep["gap_opens_at"]))])
-    body = _img(fig, "capacity curve") + marks + _note(sweep["rule"] + ".")
-    sections = [_section("capacity", "Capacity curve", body)]
-    sections.append(_section("table", "Models", f"<div class='wide'>{table}</div>"))
-    dirs = "".join(f"<li>{_e(p['run_dir'])}</li>" for p in sweep["points"])
-    sections.append(_section("runs", "Runs", f"<ul>{dirs}</ul>"))
+    marks = html_table(["", "model"], [("best val", _where(sweep["best"])),
+                                       ("val saturates at", _where(sweep["saturates_at"])),
+                                       ("gap opens at", _where(sweep["gap_opens_at"]))])
+    body = html_image(fig, "capacity curve") + marks + html_note(sweep["rule"] + ".")
+    sections = [html_section("capacity", "Capacity curve", body)]
+    sections.append(html_section("table", "Models", f"<div class='wide'>{table}</div>"))
+    dirs = "".join(f"<li>{escape(p['run_dir'])}</li>" for p in sweep["points"])
+    sections.append(html_section("runs", "Runs", f"<ul>{dirs}</ul>"))
     config_text = (path / "config.yaml").read_text() if (path / "config.yaml").is_file() else ""
-    sections.append(_section("config", "Base config", f"<pre>{_e(config_text)}</pre>"))
-    return _page(f"trainlab sweep-size: {path.name}", _e(str(path)), sections)
+    sections.append(html_section("config", "Base config", f"<pre>{escape(config_text)}</pre>"))
+    return html_page(f"trainlab sweep-size: {path.name}", escape(str(path)), sections)
 
 
 def _where(mark: Optional[dict]) -> str:

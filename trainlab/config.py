@@ -208,7 +208,7 @@ class Config(Section):
         return self.model_dump(mode="json")
 
 
-def _set_dotted(tree: dict, key: str, value: Any) -> None:
+def set_dotted(tree: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = tree
     for part in parts[:-1]:
@@ -290,7 +290,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     raw.setdefault("name", name)
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return build_config(raw)
 
 

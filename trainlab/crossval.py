@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import data
-from .config import Config, _set_dotted, build_config, save_config
+from .config import Config, build_config, save_config, set_dotted
 from .data import ArraySplit, Splits
 from .errors import ConfigError
 from .runs import RunDir, atomic_write_json, atomic_write_text
@@ -38,8 +38,8 @@ from .runs import RunDir, atomic_write_json, atomic_write_text
 
 def prepare(config: Config | dict | str | Path) -> Config:
     """A Config from a Config, a plain dict or a YAML path (as train() accepts)."""
-    from .train import _prepare_config
-    return _prepare_config(config)
+    from .train import prepare_config
+    return prepare_config(config)
 
 
 def derive(cfg: Config, changes: dict[str, Any], quiet: bool = True) -> Config:
@@ -47,7 +47,7 @@ def derive(cfg: Config, changes: dict[str, Any], quiet: bool = True) -> Config:
     that validating `cfg` itself already gave."""
     raw = cfg.to_dict()
     for key, value in changes.items():
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")
@@ -69,12 +69,6 @@ def output_dir(out: Optional[str | Path], name: str) -> Path:
 
 def default_metric(task: str) -> str:
     return "val.accuracy" if task == "classification" else "val.loss"
-
-
-def higher_is_better(metric: str) -> bool:
-    """accuracy-like metrics improve upwards; losses and errors (loss, rmse, mae) downwards."""
-    from .optim import _maximise
-    return _maximise(metric if "." in metric else f"val.{metric}")
 
 
 def metric_value(summary: dict, metric: str) -> float:
@@ -115,10 +109,10 @@ def say(text: str) -> None:
 def plot_distribution(groups: dict[str, Sequence[float]], ylabel: str, title: str):
     """One box per group (median, quartiles, 1.5 IQR whiskers) with every value drawn as a point on
     it (jittered sideways) and the mean as a diamond. ``groups``: {label: values}."""
-    from .report import SIZE, _figure
+    from .report import SIZE, new_figure
 
     width = max(SIZE[0], 1.0 + 0.9 * len(groups))
-    fig, ax = _figure((min(width, 12.0), SIZE[1] + 0.3))
+    fig, ax = new_figure((min(width, 12.0), SIZE[1] + 0.3))
     labels = list(groups)
     values = [np.asarray([v for v in groups[k] if v is not None and math.isfinite(v)], float) for k in labels]
     positions = np.arange(1, len(labels) + 1)
@@ -267,25 +261,27 @@ def format_cv(cv: dict) -> str:
 
 def render_cv_report(cv: dict, path: Path) -> str:
     """cv.json as one self-contained page in report.py's style: summary, box plot, fold curves, config."""
-    from .report import _e, _img, _note, _page, _section, _table, curve_metrics, load_run, plot_comparison
+    from .report import (curve_metrics, escape, html_image, html_note, html_page, html_section, html_table,
+                         load_run, plot_comparison)
 
     metric = cv["metric"]
     ci = cv["ci95"] or [None, None]
-    head = _table(["", "value"], [
+    head = html_table(["", "value"], [
         ("metric", metric), ("mean", cv["mean"]), ("std (ddof=1)", cv["std"]), ("95% CI low", ci[0]),
         ("95% CI high", ci[1]), ("folds", cv["n_folds"]), ("repeats", cv["repeats"]),
         ("stratified", cv["stratified"]), ("training examples", cv["n_examples"]),
         ("data.split_seed", cv["split_seed"]), ("seconds", cv["seconds"])])
-    note = _note("The interval is mean ± t(0.975, n−1)·std/√n over the fold values. Folds share training data, "
-                 "so it is approximate (and narrower than the truth with repeats); the test split was not used.")
-    sections = [_section("summary", "Cross-validation", head + note)]
+    note = html_note("The interval is mean ± t(0.975, n−1)·std/√n over the fold values. Folds share training "
+                     "data, so it is approximate (and narrower than the truth with repeats); the test split was "
+                     "not used.")
+    sections = [html_section("summary", "Cross-validation", head + note)]
 
     groups = {"all folds": cv["folds"]}
     if cv["repeats"] > 1:
         groups.update({f"repeat {r}": [p["value"] for p in cv["per_fold"] if p["repeat"] == r]
                        for r in range(1, cv["repeats"] + 1)})
     fig = plot_distribution(groups, metric, f"{metric} per held-out fold")
-    sections.append(_section("folds", "Per-fold metric", _img(fig, f"{metric} per fold")))
+    sections.append(html_section("folds", "Per-fold metric", html_image(fig, f"{metric} per fold")))
 
     runs = {}
     for p in cv["per_fold"]:
@@ -293,23 +289,23 @@ def render_cv_report(cv: dict, path: Path) -> str:
         runs[name] = load_run(p["run_dir"])
     curves = {n: r.rows for n, r in runs.items()}
     metrics = curve_metrics(next(iter(curves.values()), []))
-    figs = [_img(plot_comparison(curves, m, {n: r.best_epoch for n, r in runs.items()}), f"{m} of every fold")
+    figs = [html_image(plot_comparison(curves, m, {n: r.best_epoch for n, r in runs.items()}), f"{m} of every fold")
             for m in metrics]
-    body = (_note("Validation (solid) is the held-out fold; train dashed.")
+    body = (html_note("Validation (solid) is the held-out fold; train dashed.")
             + f"<div class='figs'>{''.join(figs)}</div>")
-    sections.append(_section("curves", "Learning curves", body))
+    sections.append(html_section("curves", "Learning curves", body))
 
     cols = sorted({(s, k) for p in cv["per_fold"] for s, m in (p["metrics"] or {}).items() for k in (m or {})},
                   key=lambda sk: ({"val": 0, "test": 1, "train": 2}.get(sk[0], 3), sk[1]))
     rows = [[f"{p['repeat']}.{p['fold']}", p["value"], p["n_train"], p["n_held_out"], p["epochs_run"],
              p["best_epoch"]] + [((p["metrics"] or {}).get(s) or {}).get(k) for s, k in cols]
             for p in cv["per_fold"]]
-    table = _table(["repeat.fold", metric, "train n", "held-out n", "epochs", "best epoch"]
-                   + [f"{s} {k}" for s, k in cols], rows)
-    dirs = "".join(f"<li>{_e(p['run_dir'])}</li>" for p in cv["per_fold"])
-    sections.append(_section("table", "Folds", f"<div class='wide'>{table}</div><ul>{dirs}</ul>"))
+    table = html_table(["repeat.fold", metric, "train n", "held-out n", "epochs", "best epoch"]
+                       + [f"{s} {k}" for s, k in cols], rows)
+    dirs = "".join(f"<li>{escape(p['run_dir'])}</li>" for p in cv["per_fold"])
+    sections.append(html_section("table", "Folds", f"<div class='wide'>{table}</div><ul>{dirs}</ul>"))
     config_text = (path / "config.yaml").read_text() if (path / "config.yaml").is_file() else ""
-    sections.append(_section("config", "Config", f"<pre>{_e(config_text)}</pre>"))
-    subtitle = _e(f"{path} · {cv['n_folds']} folds × {cv['repeats']} repeats · "
-                  f"{metric} {cv['mean']:.4f} ± {cv['std']:.4f}")
-    return _page(f"trainlab cv: {path.name}", subtitle, sections)
+    sections.append(html_section("config", "Config", f"<pre>{escape(config_text)}</pre>"))
+    subtitle = escape(f"{path} · {cv['n_folds']} folds × {cv['repeats']} repeats · "
+                      f"{metric} {cv['mean']:.4f} ± {cv['std']:.4f}")
+    return html_page(f"trainlab cv: {path.name}", subtitle, sections)

@@ -239,7 +239,7 @@ def _num(v) -> str:
     return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def html_table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                               for i, (c, w) in enumerate(zip(r, widths)))
@@ -250,12 +250,12 @@ def format_evaluation(result: dict) -> str:
     """evaluate()'s result as terminal text: headline metrics, per-class table, diagnosis, files."""
     lines = [f"{result['split']} split of {result['run_dir']} ({result['n_examples']} examples, "
              f"{result['checkpoint']}.pt)", ""]
-    lines += _table(["metric", "value"], [[k, _num(result[k])] for k in HEADLINE if k in result])
+    lines += html_table(["metric", "value"], [[k, _num(result[k])] for k in HEADLINE if k in result])
     per_class = result.get("per_class")
     if per_class:
         lines.append("")
-        lines += _table(["class", "precision", "recall", "f1", "support", "roc_auc"],
-                        [[name, _num(c["precision"]), _num(c["recall"]), _num(c["f1"]), str(c["support"]),
+        lines += html_table(["class", "precision", "recall", "f1", "support", "roc_auc"],
+                            [[name, _num(c["precision"]), _num(c["recall"]), _num(c["f1"]), str(c["support"]),
                           _num(c["roc_auc"])] for name, c in per_class.items()])
     eval_dir = Path(result["run_dir"]) / "eval"
     diagnosis = eval_dir / "diagnosis.json"

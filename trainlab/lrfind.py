@@ -98,7 +98,7 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
     cfg = prepare(config)
     from .data.loader import make_batches
     from .models import build_model, check_output
-    from .train import _autocast, make_penalty, resolve_device, train_step
+    from .train import autocast_for, make_penalty, resolve_device, train_step
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -122,7 +122,7 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
     # lr of step t (0-based) = min_lr · gamma^t: min_lr at the first step, max_lr at the last.
     gamma = (max_lr / min_lr) ** (1 / (steps - 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    autocast = _autocast(cfg, device)
+    autocast = autocast_for(cfg, device)
 
     lrs, raw, smoothed = [], [], []
     avg, best, stopped = 0.0, math.inf, "steps"
@@ -191,9 +191,9 @@ def format_lr_find(found: dict) -> str:
 def plot_lr_find(lrs: np.ndarray, loss: np.ndarray, smoothed: np.ndarray, picks: dict):
     """Loss against lr (log x): raw loss faint, smoothed loss solid, the suggested (steepest) lr and
     the safe lr (minimum / 10) marked; the y range is clipped to the interesting part."""
-    from .report import _figure
+    from .report import new_figure
 
-    fig, ax = _figure((6.0, 4.0))
+    fig, ax = new_figure((6.0, 4.0))
     ax.plot(lrs, loss, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss per step")
     ax.plot(lrs, smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
     i, j = picks["steepest_index"], picks["min_index"]
@@ -219,17 +219,17 @@ def plot_lr_find(lrs: np.ndarray, loss: np.ndarray, smoothed: np.ndarray, picks:
 
 def render_lr_report(found: dict, path: Path, fig) -> str:
     """lr_find.json as one self-contained page in report.py's style."""
-    from .report import _e, _img, _note, _page, _section, _table
+    from .report import escape, html_image, html_note, html_page, html_section, html_table
 
-    table = _table(["", "value"], [
+    table = html_table(["", "value"], [
         ("suggested lr (steepest descent)", found["suggested_lr"]), ("safe lr (minimum / 10)", found["safe_lr"]),
         ("lr at the minimum loss", found["min_loss_lr"]), ("steps run", found["steps_run"]),
         ("stopped because", found["stopped_because"]), ("lr range", f"{found['min_lr']:g} – {found['max_lr']:g}"),
         ("optimiser", found["optimizer"]), ("batch size", found["batch_size"]), ("seconds", found["seconds"])])
-    paste = _note("Paste the suggestion as an override: ", f"trainlab train -c {path / 'config.yaml'} "
-                  f"{found['override']}")
-    sections = [_section("suggestion", "Suggested learning rate", table + paste + _note(found["rule"] + "."))]
-    sections.append(_section("curve", "Loss against learning rate", _img(fig, "loss against learning rate")))
+    paste = html_note("Paste the suggestion as an override: ", f"trainlab train -c {path / 'config.yaml'} "
+                      f"{found['override']}")
+    sections = [html_section("suggestion", "Suggested learning rate", table + paste + html_note(found["rule"] + "."))]
+    sections.append(html_section("curve", "Loss against learning rate", html_image(fig, "loss against learning rate")))
     config_text = (path / "config.yaml").read_text() if (path / "config.yaml").is_file() else ""
-    sections.append(_section("config", "Config", f"<pre>{_e(config_text)}</pre>"))
-    return _page(f"trainlab lr-find: {path.name}", _e(f"{path} · {found['override']}"), sections)
+    sections.append(html_section("config", "Config", f"<pre>{escape(config_text)}</pre>"))
+    return html_page(f"trainlab lr-find: {path.name}", escape(f"{path} · {found['override']}"), sections)

@@ -104,7 +104,7 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
     total = steps_per_epoch * cfg.train.epochs
     warmup = min(int(round(s.warmup_epochs * steps_per_epoch)), total - 1)
     if s.name == "reduce_on_plateau":
-        mode = "max" if _maximise(cfg.train.monitor) else "min"
+        mode = "max" if higher_is_better(cfg.train.monitor) else "min"
         return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=s.gamma, patience=s.patience)
     if s.name == "onecycle":
         # The scheduler is stepped after every optimiser step, so it sees total + 1 positions and the
@@ -130,9 +130,9 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
     return lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warmup])
 
 
-def _maximise(monitor: str) -> bool:
-    """Accuracy-like metrics improve upwards; losses and errors downwards."""
-    metric = monitor.split(".", 1)[1]
+def higher_is_better(metric: str) -> bool:
+    """Accuracy-like metrics improve upwards; losses and errors downwards ("val.accuracy" or "accuracy")."""
+    metric = metric.split(".", 1)[-1]
     return not any(word in metric for word in ("loss", "error", "mse", "mae", "rmse"))
 
 
@@ -142,4 +142,4 @@ def is_better(value: float, best: Optional[float], monitor: str, min_delta: floa
         return False
     if best is None:
         return True
-    return value > best + min_delta if _maximise(monitor) else value < best - min_delta
+    return value > best + min_delta if higher_is_better(monitor) else value < best - min_delta

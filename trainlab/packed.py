@@ -59,7 +59,7 @@ from .errors import ConfigError
 from .models import ACTIVATION_LAYERS, build_model
 from .optim import build_optimizer, build_scheduler, is_better
 from .runs import RunDir, atomic_write_json, code_version
-from .train import Result, _autocast, _prepare_config, format_row, resolve_device, summed_loss
+from .train import Result, autocast_for, format_row, prepare_config, resolve_device, summed_loss
 
 # Config keys each member of a pack may set to its own value. Every other key must be equal
 # across a pack (pack_key); the search uses this list to decide what can be packed.
@@ -536,7 +536,7 @@ def train_packed(configs: Sequence[Config | dict | str | Path], *, outs: Optiona
     `exact_step`: step each member with its own torch.optim optimiser (bitwise torch.optim's
     update, slower: K optimiser calls per step) instead of StackedOptimizer's one pass.
     """
-    cfgs = [_prepare_config(c) for c in configs]
+    cfgs = [prepare_config(c) for c in configs]
     if not cfgs:
         return []
     keys = {pack_key(c) for c in cfgs}
@@ -559,7 +559,7 @@ def train_packed(configs: Sequence[Config | dict | str | Path], *, outs: Optiona
     loss_name = losses.resolve_name(first, splits.task, splits.num_classes)
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
     y_std = splits.extra.get("target_std", 1.0)
-    autocast = _autocast(first, device)
+    autocast = autocast_for(first, device)
 
     runs = [RunDir.create(out, cfg.name) for out, cfg in zip(outs, cfgs)]
     for cfg, run in zip(cfgs, runs):

@@ -124,7 +124,7 @@ def _read_npz(file: Path) -> dict:
 # ---------------------------------------------------------------- plots (each returns a Figure)
 
 
-def _figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Any]:
+def new_figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Any]:
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)  # the Agg canvas renders it; no pyplot, no global registry
     return fig, fig.add_subplot()
@@ -161,7 +161,7 @@ def plot_learning_curves(rows: list[dict], best_epoch: Optional[int] = None, met
 
     >>> fig = plot_learning_curves(run.rows, run.best_epoch, "accuracy")
     """
-    fig, ax = _figure()
+    fig, ax = new_figure()
     epochs = _column(rows, "epoch")
     marker = "o" if len(rows) <= 30 else None  # a few epochs read better as points
     for split, colour in (("train", "tab:blue"), ("val", "tab:orange")):
@@ -182,7 +182,7 @@ def plot_learning_curves(rows: list[dict], best_epoch: Optional[int] = None, met
 
 def plot_learning_rate(rows: list[dict]) -> Figure:
     """The learning rate at the end of each epoch (log axis when it spans more than 10x)."""
-    fig, ax = _figure()
+    fig, ax = new_figure()
     lr = _column(rows, "lr")
     ax.plot(_column(rows, "epoch"), lr, marker="o" if len(rows) <= 30 else None, markersize=3)
     finite = lr[np.isfinite(lr)]
@@ -204,7 +204,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     support = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)  # absent class: a 0 row
     side = min(max(4.5, 0.45 * k + 1.5), 12.0)
-    fig, ax = _figure((side + 0.8, side))
+    fig, ax = new_figure((side + 0.8, side))
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
     ticks = np.arange(k) if k <= 40 else np.arange(0, k, max(1, k // 20))
@@ -248,7 +248,7 @@ def plot_roc_curves(roc: dict[str, Optional[dict]], max_classes: int = MAX_CLASS
 
     ``roc``: classification_metrics(...)["curves"]["roc"] ({class: {fpr, tpr, auc} or None}).
     """
-    fig, ax = _figure((5.0, 4.0))
+    fig, ax = new_figure((5.0, 4.0))
     valid = {c: v for c, v in roc.items() if v}
     names, note = shown_classes({c: v.get("auc") for c, v in valid.items()}, max_classes)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="chance")
@@ -278,7 +278,7 @@ def plot_pr_curves(pr: dict[str, Optional[dict]], max_classes: int = MAX_CLASSES
 
     ``pr``: classification_metrics(...)["curves"]["pr"] ({class: {precision, recall, average_precision}}).
     """
-    fig, ax = _figure((5.0, 4.0))
+    fig, ax = new_figure((5.0, 4.0))
     valid = {c: v for c, v in pr.items() if v}
     names, note = shown_classes({c: v.get("average_precision") for c, v in valid.items()}, max_classes)
     if len(valid) >= 2:
@@ -379,7 +379,7 @@ def plot_wrong_examples(images: np.ndarray, true: np.ndarray, predicted: np.ndar
 
 def plot_predicted_vs_true(true: np.ndarray, predicted: np.ndarray) -> Figure:
     """Regression: predicted against true values; the diagonal is a perfect prediction."""
-    fig, ax = _figure((4.5, 4.2))
+    fig, ax = new_figure((4.5, 4.2))
     true, predicted = np.asarray(true, float), np.asarray(predicted, float)
     ax.scatter(true, predicted, s=8, alpha=0.6)
     finite = np.concatenate([true, predicted])
@@ -398,7 +398,7 @@ def plot_comparison(runs: dict[str, list[dict]], metric: str = "loss",
                     best_epochs: Optional[dict[str, Optional[int]]] = None) -> Figure:
     """Several runs' curves overlaid, one colour per run: validation solid, train dashed (a metric
     without train_/val_ columns, such as lr, is one solid line). ``runs``: {run name: rows}."""
-    fig, ax = _figure((5.4, 3.8))
+    fig, ax = new_figure((5.4, 3.8))
     palette = ([f"C{i}" for i in range(10)] if len(runs) <= 10
                else [tuple(c) for c in colormaps["tab20"](np.linspace(0, 1, len(runs)))])
     split_metric = any(_has(rows, f"val_{metric}") or _has(rows, f"train_{metric}") for rows in runs.values())
@@ -445,11 +445,11 @@ def png_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _img(fig: Figure, alt: str) -> str:
+def html_image(fig: Figure, alt: str) -> str:
     return f'<figure><img src="{png_data_uri(fig)}" alt="{html.escape(alt)}"></figure>'
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
@@ -462,31 +462,31 @@ def _num(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         return "–" if not math.isfinite(v) else f"{v:.4g}"
-    return _e(v)
+    return escape(v)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], first_col_text: bool = True) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], first_col_text: bool = True) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join((f"<th scope='row'>{_e(c)}</th>" if i == 0 and first_col_text else f"<td>{_num(c)}</td>")
+        "<tr>" + "".join((f"<th scope='row'>{escape(c)}</th>" if i == 0 and first_col_text else f"<td>{_num(c)}</td>")
                          for i, c in enumerate(r)) + "</tr>"
         for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _note(text: str, code: str = "", after: str = "") -> str:
+def html_note(text: str, code: str = "", after: str = "") -> str:
     """A short italic note; `code` (a command) is set in <code> between `text` and `after`."""
-    cmd = f"<code>{_e(code)}</code>" if code else ""
-    return f'<p class="note">{_e(text)}{cmd}{_e(after)}</p>'
+    cmd = f"<code>{escape(code)}</code>" if code else ""
+    return f'<p class="note">{escape(text)}{cmd}{escape(after)}</p>'
 
 
 def _missing(run: RunFiles, file: str) -> str:
-    return _note(f"No {file} yet: run ", f"trainlab evaluate {run.path}", " first.")
+    return html_note(f"No {file} yet: run ", f"trainlab evaluate {run.path}", " first.")
 
 
-def _section(anchor: str, title: str, body: str, css: str = "") -> tuple[str, str, str]:
+def html_section(anchor: str, title: str, body: str, css: str = "") -> tuple[str, str, str]:
     cls = f' class="{css}"' if css else ""
-    return anchor, title, f'<section id="{anchor}"{cls}><h2>{_e(title)}</h2>{body}</section>'
+    return anchor, title, f'<section id="{anchor}"{cls}><h2>{escape(title)}</h2>{body}</section>'
 
 
 CSS = """
@@ -511,13 +511,13 @@ ul.findings{padding-left:1.2em}ul.findings li{margin-bottom:.6em}
 """
 
 
-def _page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
-    nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, _ in sections)
+def html_page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
+    nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t, _ in sections)
     body = "\n".join(s for _, _, s in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{_e(title)}</h1><p class='meta'>{subtitle}</p><nav>{nav}</nav>\n{body}\n</body></html>\n")
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{escape(title)}</h1><p class='meta'>{subtitle}</p><nav>{nav}</nav>\n{body}\n</body></html>\n")
 
 
 HEADLINE = ("accuracy", "balanced_accuracy", "top5_accuracy", "f1_macro", "precision_macro", "recall_macro",
@@ -531,27 +531,27 @@ def _headline_section(run: RunFiles) -> tuple[str, str, str]:
         ev = run.eval
         keys = [k for k in HEADLINE if k in ev] + sorted(k for k in ev if k.startswith("top") and
                                                           k.endswith("_accuracy") and k not in HEADLINE)
-        what = (f"{_e(ev.get('split', '?'))} split, {_num(ev.get('n_examples', ev.get('n_samples')))} examples, "
-                f"{_e(ev.get('checkpoint', '?'))} checkpoint")
-        parts.append(f"<h3>Evaluation ({what})</h3>" + _table(["metric", "value"], [(k, ev[k]) for k in keys]))
+        what = (f"{escape(ev.get('split', '?'))} split, {_num(ev.get('n_examples', ev.get('n_samples')))} examples, "
+                f"{escape(ev.get('checkpoint', '?'))} checkpoint")
+        parts.append(f"<h3>Evaluation ({what})</h3>" + html_table(["metric", "value"], [(k, ev[k]) for k in keys]))
     else:
-        parts.append(_note("Not evaluated yet: ", f"trainlab evaluate {run.path}",
-                           " adds the evaluation metrics and their figures."))
+        parts.append(html_note("Not evaluated yet: ", f"trainlab evaluate {run.path}",
+                               " adds the evaluation metrics and their figures."))
     if run.summary:
         s = run.summary
         metrics = s.get("metrics") or {}
         cols = []
         for split in metrics.values():
             cols += [k for k in (split or {}) if k not in cols]
-        table = _table(["split"] + cols, [[split] + [(metrics[split] or {}).get(c) for c in cols]
-                                          for split in metrics])
+        table = html_table(["split"] + cols, [[split] + [(metrics[split] or {}).get(c) for c in cols]
+                                              for split in metrics])
         info = ", ".join(f"{k.replace('_', ' ')} {_num(s.get(k))}" for k in
                          ("epochs_run", "best_epoch", "stopped_because", "seconds", "monitor", "final_checkpoint")
                          if k in s)
         parts.append(f"<h3>Training (summary.json)</h3><p class='meta'>{info}</p>{table}")
     else:
-        parts.append(_note("No summary.json: training has not finished (or was interrupted)."))
-    return _section("headline", "Headline metrics", "".join(parts))
+        parts.append(html_note("No summary.json: training has not finished (or was interrupted)."))
+    return html_section("headline", "Headline metrics", "".join(parts))
 
 
 def _diagnosis_section(run: RunFiles) -> tuple[str, str, str]:
@@ -563,26 +563,27 @@ def _diagnosis_section(run: RunFiles) -> tuple[str, str, str]:
         findings = [asdict(f) for f in diagnose(run.rows, run.config or None)]
         source = "Computed from metrics.jsonl (no eval/diagnosis.json yet)"
     if not findings:
-        return _section("diagnosis", "Diagnosis", _note("No metrics.jsonl rows: nothing to diagnose."))
+        return html_section("diagnosis", "Diagnosis", html_note("No metrics.jsonl rows: nothing to diagnose."))
     items = []
     for f in findings:
         kind = str(f.get("kind", ""))
         where = f" (epoch {f['epoch']})" if f.get("epoch") is not None else ""
-        remedies = " ".join(f"<code>{_e(r)}</code>" for r in f.get("remedies") or [])
-        items.append(f"<li><span class='kind k-{_e(kind)}'>{_e(kind.replace('_', ' '))}{_e(where)}</span> "
-                     f"{_e(f.get('message', ''))}" + (f"<br>try: {remedies}" if remedies else "") + "</li>")
-    howto = (f"<p class='meta'>{_e(source)}. Paste a remedy as an override: "
-             f"<code>trainlab train -c {_e(run.path / 'config.yaml')} KEY=VALUE</code></p>")
-    return _section("diagnosis", "Diagnosis", howto + f"<ul class='findings'>{''.join(items)}</ul>")
+        remedies = " ".join(f"<code>{escape(r)}</code>" for r in f.get("remedies") or [])
+        items.append(f"<li><span class='kind k-{escape(kind)}'>{escape(kind.replace('_', ' '))}{escape(where)}</span> "
+                     f"{escape(f.get('message', ''))}" + (f"<br>try: {remedies}" if remedies else "") + "</li>")
+    howto = (f"<p class='meta'>{escape(source)}. Paste a remedy as an override: "
+             f"<code>trainlab train -c {escape(run.path / 'config.yaml')} KEY=VALUE</code></p>")
+    return html_section("diagnosis", "Diagnosis", howto + f"<ul class='findings'>{''.join(items)}</ul>")
 
 
 def _curves_section(run: RunFiles) -> tuple[str, str, str]:
     if not run.rows:
-        return _section("curves", "Learning curves", _note("No metrics.jsonl rows yet."))
-    figs = [_img(plot_learning_curves(run.rows, run.best_epoch, m), f"{m} per epoch") for m in curve_metrics(run.rows)]
+        return html_section("curves", "Learning curves", html_note("No metrics.jsonl rows yet."))
+    figs = [html_image(plot_learning_curves(run.rows, run.best_epoch, m), f"{m} per epoch")
+            for m in curve_metrics(run.rows)]
     if _has(run.rows, "lr"):
-        figs.append(_img(plot_learning_rate(run.rows), "learning rate per epoch"))
-    return _section("curves", "Learning curves", f"<div class='figs'>{''.join(figs)}</div>")
+        figs.append(html_image(plot_learning_rate(run.rows), "learning rate per epoch"))
+    return html_section("curves", "Learning curves", f"<div class='figs'>{''.join(figs)}</div>")
 
 
 def _classification_sections(run: RunFiles) -> list[tuple[str, str, str]]:
@@ -592,52 +593,52 @@ def _classification_sections(run: RunFiles) -> list[tuple[str, str, str]]:
     if ev and ev.get("confusion_matrix") is not None:
         cm = ev["confusion_matrix"]
         names = classes or [str(i) for i in range(len(cm))]
-        out.append(_section("confusion", "Confusion matrix",
-                            _img(plot_confusion_matrix(cm, names), "confusion matrix")))
+        out.append(html_section("confusion", "Confusion matrix",
+                                html_image(plot_confusion_matrix(cm, names), "confusion matrix")))
     else:
-        out.append(_section("confusion", "Confusion matrix", missing))
+        out.append(html_section("confusion", "Confusion matrix", missing))
 
     curves = run.curves
     no_curves = _missing(run, "eval/curves.json")
     if curves and curves.get("roc"):
         _, note = shown_classes({c: (v or {}).get("auc") for c, v in curves["roc"].items() if v})
-        body = _img(plot_roc_curves(curves["roc"]), "ROC curves") + (_note(f"Showing {note}.") if note else "")
-        out.append(_section("roc", "ROC curves", body, "side"))
+        body = (html_image(plot_roc_curves(curves["roc"]), "ROC curves")
+                + (html_note(f"Showing {note}.") if note else ""))
+        out.append(html_section("roc", "ROC curves", body, "side"))
     else:
-        out.append(_section("roc", "ROC curves", no_curves, "side"))
+        out.append(html_section("roc", "ROC curves", no_curves, "side"))
     if curves and curves.get("pr"):
         _, note = shown_classes({c: (v or {}).get("average_precision") for c, v in curves["pr"].items() if v})
-        body = (_img(plot_pr_curves(curves["pr"]), "precision-recall curves")
-                + (_note(f"Showing {note}.") if note else ""))
-        out.append(_section("pr", "Precision-recall curves", body, "side"))
+        body = (html_image(plot_pr_curves(curves["pr"]), "precision-recall curves")
+                + (html_note(f"Showing {note}.") if note else ""))
+        out.append(html_section("pr", "Precision-recall curves", body, "side"))
     else:
-        out.append(_section("pr", "Precision-recall curves", no_curves, "side"))
+        out.append(html_section("pr", "Precision-recall curves", no_curves, "side"))
     if curves and curves.get("reliability"):
-        out.append(_section("reliability", "Calibration",
-                            _img(plot_reliability(curves["reliability"], (ev or {}).get("ece")), "reliability diagram"),
-                            "side"))
+        figure = plot_reliability(curves["reliability"], (ev or {}).get("ece"))
+        out.append(html_section("reliability", "Calibration", html_image(figure, "reliability diagram"), "side"))
     else:
-        out.append(_section("reliability", "Calibration", no_curves, "side"))
+        out.append(html_section("reliability", "Calibration", no_curves, "side"))
 
     if ev and ev.get("per_class"):
         cols = ["precision", "recall", "f1", "support", "roc_auc", "average_precision"]
         rows = [[name] + [(m or {}).get(c) for c in cols] for name, m in ev["per_class"].items()]
-        out.append(_section("per-class", "Per-class metrics", _table(["class"] + cols, rows)))
+        out.append(html_section("per-class", "Per-class metrics", html_table(["class"] + cols, rows)))
     else:
-        out.append(_section("per-class", "Per-class metrics", missing))
+        out.append(html_section("per-class", "Per-class metrics", missing))
 
     if run.wrong is not None and len(run.wrong.get("images", [])):
         w = run.wrong
-        body = _img(plot_wrong_examples(w["images"], w["true"], w["predicted"], w["confidence"], classes),
-                    "most confidently wrong examples")
-        out.append(_section("wrong", "Most confidently wrong examples",
-                            _note("Misclassified examples with the highest predicted probability, "
-                                  "captioned true class, predicted class (confidence).") + body))
+        body = html_image(plot_wrong_examples(w["images"], w["true"], w["predicted"], w["confidence"], classes),
+                          "most confidently wrong examples")
+        out.append(html_section("wrong", "Most confidently wrong examples",
+                                html_note("Misclassified examples with the highest predicted probability, "
+                                      "captioned true class, predicted class (confidence).") + body))
     elif run.wrong is not None:
-        out.append(_section("wrong", "Most confidently wrong examples", _note("No misclassified examples.")))
+        out.append(html_section("wrong", "Most confidently wrong examples", html_note("No misclassified examples.")))
     elif _is_image_run(run):
-        out.append(_section("wrong", "Most confidently wrong examples",
-                            _missing(run, "eval/wrong_examples.npz")))
+        out.append(html_section("wrong", "Most confidently wrong examples",
+                                _missing(run, "eval/wrong_examples.npz")))
     return out
 
 
@@ -669,8 +670,8 @@ def _regression_sections(run: RunFiles) -> list[tuple[str, str, str]]:
         except (OSError, ValueError, csv.Error) as err:
             run.problems.append(f"eval/predictions.csv: {err}")
     if pairs is None or not len(pairs[0]):
-        return [_section("predictions", "Predictions", _missing(run, "eval/predictions.csv (true, predicted)"))]
-    return [_section("predictions", "Predictions", _img(plot_predicted_vs_true(*pairs), "predicted vs true"))]
+        return [html_section("predictions", "Predictions", _missing(run, "eval/predictions.csv (true, predicted)"))]
+    return [html_section("predictions", "Predictions", html_image(plot_predicted_vs_true(*pairs), "predicted vs true"))]
 
 
 def _task(run: RunFiles) -> str:
@@ -683,8 +684,8 @@ def _task(run: RunFiles) -> str:
 
 def _config_section(run: RunFiles) -> tuple[str, str, str]:
     if run.config_text is None:
-        return _section("config", "Resolved config", _note("No config.yaml."))
-    return _section("config", "Resolved config", f"<pre>{_e(run.config_text)}</pre>")
+        return html_section("config", "Resolved config", html_note("No config.yaml."))
+    return html_section("config", "Resolved config", f"<pre>{escape(run.config_text)}</pre>")
 
 
 def render_report(run: RunFiles) -> str:
@@ -695,19 +696,19 @@ def render_report(run: RunFiles) -> str:
         adds = ("the confusion matrix, ROC and precision-recall curves, calibration and per-class metrics"
                 + (", and the most confidently wrong examples" if _is_image_run(run) else "")
                 if classification else "the test metrics and a predicted-vs-true plot")
-        sections.append(_section("evaluation", "Evaluation",
-                                 _note("Not evaluated yet: ", f"trainlab evaluate {run.path}", f" adds {adds}.")))
+        hint = html_note("Not evaluated yet: ", f"trainlab evaluate {run.path}", f" adds {adds}.")
+        sections.append(html_section("evaluation", "Evaluation", hint))
     else:
         sections += _classification_sections(run) if classification else _regression_sections(run)
     sections.append(_config_section(run))
     if run.problems:
-        items = "".join(f"<li>{_e(p)}</li>" for p in run.problems)
-        sections.insert(0, _section("problems", "Unreadable files", f"<ul>{items}</ul>"))
+        items = "".join(f"<li>{escape(p)}</li>" for p in run.problems)
+        sections.insert(0, html_section("problems", "Unreadable files", f"<ul>{items}</ul>"))
     data = (run.config.get("data") or {}).get("name")
     model = (run.config.get("model") or {}).get("name")
-    subtitle = " · ".join(_e(x) for x in (str(run.path), f"data {data}" if data else "",
-                                          f"model {model}" if model else "") if x)
-    return _page(f"trainlab report: {run.name}", subtitle, sections)
+    subtitle = " · ".join(escape(x) for x in (str(run.path), f"data {data}" if data else "",
+                                              f"model {model}" if model else "") if x)
+    return html_page(f"trainlab report: {run.name}", subtitle, sections)
 
 
 def write_report(run_dir: str | Path, out: Optional[str | Path] = None) -> Path:
@@ -751,7 +752,7 @@ HIGHER_IS_BETTER = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macr
 
 
 def _comparison_table(names: list[str], table: list[tuple[str, str, list]]) -> str:
-    head = "<th></th>" + "".join(f"<th>{_e(n)}</th>" for n in names)
+    head = "<th></th>" + "".join(f"<th>{escape(n)}</th>" for n in names)
     body = []
     for label, metric, values in table:
         finite = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
@@ -761,7 +762,7 @@ def _comparison_table(names: list[str], table: list[tuple[str, str, list]]) -> s
             best = min(finite) if metric in LOWER_IS_BETTER else max(finite)
         cells = "".join(f"<td><b>{_num(v)}</b></td>" if best is not None and v == best else f"<td>{_num(v)}</td>"
                         for v in values)
-        body.append(f"<tr><th scope='row'>{_e(label)}</th>{cells}</tr>")
+        body.append(f"<tr><th scope='row'>{escape(label)}</th>{cells}</tr>")
     return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
@@ -773,12 +774,12 @@ def render_comparison(runs: list[RunFiles]) -> str:
     metrics = []
     for r in runs:
         metrics += [m for m in curve_metrics(r.rows) if m not in metrics]
-    figs = [_img(plot_comparison(curves, m, {n: r.best_epoch for n, r in by_name.items()}), f"{m} of every run")
+    figs = [html_image(plot_comparison(curves, m, {n: r.best_epoch for n, r in by_name.items()}), f"{m} of every run")
             for m in metrics]
     if any(_has(r.rows, "lr") for r in runs):
-        figs.append(_img(plot_comparison(curves, "lr"), "learning rate of every run"))
-    body = f"<div class='figs'>{''.join(figs)}</div>" if figs else _note("No run has metrics.jsonl rows.")
-    sections = [_section("curves", "Learning curves", body)]
+        figs.append(html_image(plot_comparison(curves, "lr"), "learning rate of every run"))
+    body = f"<div class='figs'>{''.join(figs)}</div>" if figs else html_note("No run has metrics.jsonl rows.")
+    sections = [html_section("curves", "Learning curves", body)]
 
     # Summary metrics side by side: one column per run, one row per figure; the best value in bold.
     split_keys: list[tuple[str, str]] = []
@@ -795,20 +796,20 @@ def render_comparison(runs: list[RunFiles]) -> str:
     table += [(f"{split} {k}", k, [(((r.summary or {}).get("metrics") or {}).get(split) or {}).get(k) for r in runs])
               for split, k in split_keys]
     table += [(f"eval {k}", k, [(r.eval or {}).get(k) for r in runs]) for k in eval_keys]
-    sections.append(_section("summary", "Summary metrics", _comparison_table(names, table)))
+    sections.append(html_section("summary", "Summary metrics", _comparison_table(names, table)))
 
     # The config keys that differ: what the comparison is about.
     flat = [_flatten(r.config) for r in runs]
     keys = sorted({k for f in flat for k in f})
     differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
     if differ:
-        body = _table(["key"] + names, [[k] + [json.dumps(f.get(k), default=str) for f in flat] for k in differ])
+        body = html_table(["key"] + names, [[k] + [json.dumps(f.get(k), default=str) for f in flat] for k in differ])
     else:
-        body = _note("The runs' configs are identical (or missing).")
-    sections.append(_section("config", "Config differences", body))
-    where = "".join(f"<li>{_e(n)}: {_e(r.path)}</li>" for n, r in by_name.items())
-    sections.append(_section("runs", "Runs", f"<ul>{where}</ul>"))
-    return _page(f"trainlab comparison: {len(runs)} runs", _e(", ".join(names)), sections)
+        body = html_note("The runs' configs are identical (or missing).")
+    sections.append(html_section("config", "Config differences", body))
+    where = "".join(f"<li>{escape(n)}: {escape(r.path)}</li>" for n, r in by_name.items())
+    sections.append(html_section("runs", "Runs", f"<ul>{where}</ul>"))
+    return html_page(f"trainlab comparison: {len(runs)} runs", escape(", ".join(names)), sections)
 
 
 def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:

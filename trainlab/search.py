@@ -44,7 +44,7 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
-from .config import KNOWN_KEYS, Config, _set_dotted, build_config, load_config
+from .config import KNOWN_KEYS, Config, build_config, load_config, set_dotted
 from .errors import ConfigError, DivergedError, Interrupted, TrainlabError
 from .runs import atomic_write_json, atomic_write_text, read_json
 
@@ -202,7 +202,7 @@ def check_space(cfg: Config, params: dict[str, Param]) -> None:
         probes = p.values if p.kind == "choice" else [p.low, p.high]
         for value in probes:
             raw = json.loads(json.dumps(base))
-            _set_dotted(raw, p.key, int(value) if p.kind == "int" else value)
+            set_dotted(raw, p.key, int(value) if p.kind == "int" else value)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -216,7 +216,7 @@ def trial_config(cfg: Config, params: dict[str, Any], name: Optional[str] = None
     """The base config with a trial's parameters set (dotted keys -> values)."""
     raw = cfg.to_dict()
     for key, value in params.items():
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     if name is not None:
         raw["name"] = name
     with warnings.catch_warnings():
@@ -418,8 +418,8 @@ class _Options:
 
 
 def _default_direction(metric: str) -> str:
-    from .optim import _maximise
-    return "maximize" if _maximise(metric) else "minimize"
+    from .optim import higher_is_better
+    return "maximize" if higher_is_better(metric) else "minimize"
 
 
 def _check_metric(metric: str) -> tuple[str, str]:
@@ -976,8 +976,8 @@ def _axis_values(p: Param, values: list) -> tuple[np.ndarray, Optional[list[str]
 
 def plot_metric_vs_param(p: Param, rows: list[dict], metric: str, best: Optional[int]):
     """Each finished trial's value against one parameter (log axis where the range is log-spaced)."""
-    from .report import _figure
-    fig, ax = _figure()
+    from .report import new_figure
+    fig, ax = new_figure()
     done = [r for r in rows if r["value"] is not None]
     x, labels = _axis_values(p, [r[p.key] for r in done])
     y = np.array([r["value"] for r in done], dtype=float)
@@ -1001,7 +1001,7 @@ def plot_metric_vs_param(p: Param, rows: list[dict], metric: str, best: Optional
 
 def plot_heatmap(pa: Param, pb: Param, rows: list[dict], metric: str):
     """A two-parameter grid: the value of each cell (the mean over repeats), written in it."""
-    from .report import _figure
+    from .report import new_figure
     va, vb = pa.grid_values(), pb.grid_values()
     grid = np.full((len(vb), len(va)), np.nan)
     counts = np.zeros_like(grid)
@@ -1013,7 +1013,7 @@ def plot_heatmap(pa: Param, pb: Param, rows: list[dict], metric: str):
             continue
         grid[i, j] = r["value"] if counts[i, j] == 0 else (grid[i, j] * counts[i, j] + r["value"]) / (counts[i, j] + 1)
         counts[i, j] += 1
-    fig, ax = _figure((max(5.0, 0.5 * len(va) + 2), max(3.5, 0.4 * len(vb) + 1.5)))
+    fig, ax = new_figure((max(5.0, 0.5 * len(va) + 2), max(3.5, 0.4 * len(vb) + 1.5)))
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
     fig.colorbar(image, ax=ax, label=metric)
     ax.set_xticks(range(len(va)))
@@ -1034,9 +1034,9 @@ def plot_heatmap(pa: Param, pb: Param, rows: list[dict], metric: str):
 def plot_parallel_coordinates(params: dict[str, Param], rows: list[dict], metric: str, direction: str):
     """One line per finished trial through an axis per parameter and the metric, coloured by value."""
     from matplotlib import colormaps
-    from .report import _figure
+    from .report import new_figure
     done = [r for r in rows if r["value"] is not None]
-    fig, ax = _figure((max(5.0, 1.6 * (len(params) + 1)), 3.8))
+    fig, ax = new_figure((max(5.0, 1.6 * (len(params) + 1)), 3.8))
     names = list(params) + [metric]
     columns, ticks = [], []
     for p in params.values():
@@ -1077,45 +1077,47 @@ def plot_parallel_coordinates(params: dict[str, Param], rows: list[dict], metric
 def _write_report(out_dir: Path, study, params: dict[str, Param], opts: _Options, rows: list[dict],
                   result: dict) -> Path:
     """report.html: the best trial, metric vs each parameter, heat map, parallel coordinates, curves."""
-    from .report import _e, _img, _note, _page, _section, _table, curve_metrics, plot_learning_curves
+    from .report import (curve_metrics, escape, html_image, html_note, html_page, html_section, html_table,
+                         plot_learning_curves)
     best = result.get("best") or {}
     best_number = best.get("trial")
     sections = []
-    lines = [f"<p>Best trial <b>{_e(best_number)}</b>: {_e(opts.metric)} = <b>{_e(_fmt(best.get('value')))}</b> "
-             f"({_e(opts.direction)}), chosen on {_e(opts.metric.split('.')[0])}; parameters "
-             + ", ".join(f"<code>{_e(k)}={_e(_fmt(v))}</code>" for k, v in (best.get("params") or {}).items())
+    lines = [f"<p>Best trial <b>{escape(best_number)}</b>: {escape(opts.metric)} = "
+             f"<b>{escape(_fmt(best.get('value')))}</b> "
+             f"({escape(opts.direction)}), chosen on {escape(opts.metric.split('.')[0])}; parameters "
+             + ", ".join(f"<code>{escape(k)}={escape(_fmt(v))}</code>" for k, v in (best.get("params") or {}).items())
              + ".</p>"]
     if best.get("test"):
         lines.append("<p>Test split, evaluated once on the best trial: "
-                     + ", ".join(f"{_e(k)} {v:.4f}" for k, v in best["test"].items()) + ".</p>")
-    lines.append(_note("Train it again: ", f"trainlab train -c {out_dir / 'best.yaml'}"))
-    sections.append(_section("best", "Best trial", "".join(lines)))
-    figs = [_img(plot_metric_vs_param(p, rows, opts.metric, best_number), f"{opts.metric} vs {p.key}")
+                     + ", ".join(f"{escape(k)} {v:.4f}" for k, v in best["test"].items()) + ".</p>")
+    lines.append(html_note("Train it again: ", f"trainlab train -c {out_dir / 'best.yaml'}"))
+    sections.append(html_section("best", "Best trial", "".join(lines)))
+    figs = [html_image(plot_metric_vs_param(p, rows, opts.metric, best_number), f"{opts.metric} vs {p.key}")
             for p in params.values()]
-    sections.append(_section("params", "Metric vs each parameter", f"<div class='figs'>{''.join(figs)}</div>"))
+    sections.append(html_section("params", "Metric vs each parameter", f"<div class='figs'>{''.join(figs)}</div>"))
     plist = list(params.values())
     if opts.strategy == "grid" and len(plist) == 2:
-        sections.append(_section("heatmap", "Heat map", _img(plot_heatmap(plist[0], plist[1], rows, opts.metric),
-                                                             "heat map of the grid")))
+        heatmap = plot_heatmap(plist[0], plist[1], rows, opts.metric)
+        sections.append(html_section("heatmap", "Heat map", html_image(heatmap, "heat map of the grid")))
     if len(plist) >= 2 and any(r["value"] is not None for r in rows):
-        sections.append(_section("parallel", "Parallel coordinates",
-                                 _img(plot_parallel_coordinates(params, rows, opts.metric, opts.direction),
-                                      "parallel coordinates")))
+        sections.append(html_section("parallel", "Parallel coordinates",
+                                     html_image(plot_parallel_coordinates(params, rows, opts.metric, opts.direction),
+                                            "parallel coordinates")))
     run_dir = next((r["run_dir"] for r in rows if r["trial"] == best_number), None)
     if run_dir and (Path(run_dir) / "metrics.jsonl").is_file():
         from .runs import RunDir
         history = RunDir(Path(run_dir)).read_metrics()
         summary = read_json(Path(run_dir) / "summary.json") if (Path(run_dir) / "summary.json").is_file() else {}
-        curves = [_img(plot_learning_curves(history, summary.get("best_epoch"), m), f"best trial's {m}")
+        curves = [html_image(plot_learning_curves(history, summary.get("best_epoch"), m), f"best trial's {m}")
                   for m in curve_metrics(history)]
-        sections.append(_section("curves", "Best trial's curves", f"<div class='figs'>{''.join(curves)}</div>"))
+        sections.append(html_section("curves", "Best trial's curves", f"<div class='figs'>{''.join(curves)}</div>"))
     header = ["trial", "state", "value", *params, "seconds"]
     ranked = sorted(rows, key=lambda r: (r["value"] is None,
                                          -(r["value"] or 0) if opts.direction == "maximize" else (r["value"] or 0)))
-    table = _table(header, [[str(r["trial"]), r["state"], r["value"], *[_fmt(r[k]) for k in params], r["seconds"]]
-                            for r in ranked])
-    sections.append(_section("trials", "Trials", f"<div class='wide'>{table}</div>"))
-    subtitle = f"{_e(out_dir)} · {_e(opts.strategy)} · {len(rows)} trials · study {_e(opts.study)}"
+    table = html_table(header, [[str(r["trial"]), r["state"], r["value"], *[_fmt(r[k]) for k in params], r["seconds"]]
+                                for r in ranked])
+    sections.append(html_section("trials", "Trials", f"<div class='wide'>{table}</div>"))
+    subtitle = f"{escape(out_dir)} · {escape(opts.strategy)} · {len(rows)} trials · study {escape(opts.study)}"
     path = out_dir / "report.html"
-    atomic_write_text(path, _page(f"trainlab search: {out_dir.name}", subtitle, sections))
+    atomic_write_text(path, html_page(f"trainlab search: {out_dir.name}", subtitle, sections))
     return path

@@ -136,7 +136,7 @@ def evaluate_model(model: torch.nn.Module, batches: Batches, loss_fn: losses.Los
     return totals.result(y_std)
 
 
-def _autocast(cfg: Config, device: torch.device):
+def autocast_for(cfg: Config, device: torch.device):
     """bf16 autocast where asked (or auto on CUDA); a no-op context otherwise."""
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -222,7 +222,7 @@ def format_row(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _prepare_config(config: Config | dict | str | Path) -> Config:
+def prepare_config(config: Config | dict | str | Path) -> Config:
     if isinstance(config, Config):
         return config
     if isinstance(config, dict):
@@ -263,7 +263,7 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
         cfg = load_config(run.config)
         state = checkpoint.load(run.last)
     else:
-        cfg = _prepare_config(config)
+        cfg = prepare_config(config)
         if smoke:
             cfg = _apply_smoke(cfg)
         run = RunDir.create(out, cfg.name)
@@ -286,7 +286,7 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
     model = model.to(device=device, dtype=dtype)
     if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)  # the layout cuDNN's fast kernels want
-    autocast = _autocast(cfg, device)
+    autocast = autocast_for(cfg, device)
     forward_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     loss_fn = loss_fn or losses.build_loss(cfg, splits.task, splits.num_classes)
     step_fn = step_fn or train_step
