@@ -74,17 +74,22 @@ def overrides(args) -> list[str]:
     return out
 
 
+def run_timed(cmd: list[str], what: str) -> tuple[float, dict]:
+    """Run one contender's process: (wall seconds from start to exit, the JSON on its last stdout line)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{what} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return seconds, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_trainlab(space: Path, out: Path, ovr: list[str], packed: bool) -> dict:
     cmd = [sys.executable, "-m", "trainlab", "search", "-c", str(CONFIG), "-s", str(space), "--strategy", "grid",
            "--out", str(out), "--json", *ovr]
     if not packed:
         cmd.insert(-len(ovr), "--no-packed")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    seconds, result = run_timed(cmd, " ".join(cmd))
     import csv
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -98,12 +103,7 @@ def run_trainlab(space: Path, out: Path, ovr: list[str], packed: bool) -> dict:
 def run_optuna(space: Path, out: Path, ovr: list[str]) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "optuna-n2",
            "--worker-args", json.dumps({"space": str(space), "out": str(out), "overrides": ovr})]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"the optuna-n2 contender failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    seconds, result = run_timed(cmd, "the optuna-n2 contender")
     return {"seconds": seconds, **result, "command": "optuna GridSampler + study.optimize(objective, n_jobs=2)"}
 
 
