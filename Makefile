@@ -37,7 +37,7 @@ test: setup
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	KERAS_BACKEND=$${KERAS_BACKEND:-torch} $(BIN)/python bench/run.py
-	$(BIN)/python bench/search_bench.py --repeats 3,1
+	$(BIN)/python bench/search_bench.py --repeats 3,1 --bound
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,6 +13,14 @@ fresh process, timed from process start to exit: data loading, evaluation and bo
 - optuna-n2:  what a user writes today: optuna.create_study(sampler=GridSampler(...)).optimize(
               objective, n_jobs=2), the objective calling trainlab.train(config) (one torch thread
               per trial, two trials at a time on the two cores)
+- packed-no-step (with --bound; not a result): the packed search with the parameter update removed
+              (StackedOptimizer.step does nothing, so nothing learns). Every other part is the packed
+              search's own: imports, data, forward, backward, evaluation, files, report. Any packed
+              search that trains does at least this work, so its wall time bounds what packing can
+              reach on this machine with torch's kernels.
+
+Each trainlab contender's wall time is split into time inside training loops (the epochs' own
+"seconds" in every trial's metrics.jsonl; a pack's loop counted once) and everything outside them.
 
 Writes OUT/search_bench.json (settings, every contender's wall time, best trial and its validation
 accuracy, the environment) and OUT/search_table.md, and prints the table. The best trial must be
@@ -49,6 +57,7 @@ QUICK_SPACES = {
          "optim.weight_decay": {"loguniform": [1.0e-6, 1.0e-2], "grid": 2}},
 }
 CONTENDERS = ("packed", "sequential", "optuna-n2")
+BOUND = "packed-no-step"  # --bound: a lower bound on a packed search's wall time, not a contender
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "or one per grid (e.g. 3,1); the table quotes the median wall time")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
                    help="comma-separated subset of " + ", ".join(CONTENDERS))
+    p.add_argument("--bound", action="store_true",
+                   help=f"also run {BOUND}: the packed search without its parameter update (a bound, not a result)")
     p.add_argument("--out", default=str(BENCH / "results"), help="folder for search_bench.json and search_table.md")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: the optuna-n2 contender
     p.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
@@ -84,20 +95,47 @@ def run_timed(cmd: list[str], what: str) -> tuple[float, dict]:
     return seconds, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_trainlab(space: Path, out: Path, ovr: list[str], packed: bool) -> dict:
-    cmd = [sys.executable, "-m", "trainlab", "search", "-c", str(CONFIG), "-s", str(space), "--strategy", "grid",
-           "--out", str(out), "--json", *ovr]
-    if not packed:
-        cmd.insert(-len(ovr), "--no-packed")
+def search_args(space: Path, out: Path, ovr: list[str], packed: bool) -> list[str]:
+    args = ["search", "-c", str(CONFIG), "-s", str(space), "--strategy", "grid", "--out", str(out), "--json"]
+    return args + ([] if packed else ["--no-packed"]) + ovr
+
+
+def run_trainlab(space: Path, out: Path, ovr: list[str], contender: str) -> dict:
+    if contender == BOUND:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", BOUND,
+               "--worker-args", json.dumps(search_args(space, out, ovr, packed=True))]
+    else:
+        cmd = [sys.executable, "-m", "trainlab", *search_args(space, out, ovr, packed=contender == "packed")]
     seconds, result = run_timed(cmd, " ".join(cmd))
     import csv
     with open(out / "results.csv") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
     keys = list(result["best"]["params"])
     values = [{"params": {k: float(r[k]) for k in keys}, "value": float(r["value"]) if r["value"] else None}
-              for r in rows if r["state"] == "COMPLETE"]
-    return {"seconds": seconds, "best_params": result["best"]["params"], "best_value": result["best"]["value"],
-            "trials": result["trials"], "values": values, "command": " ".join(cmd)}
+              for r in rows]
+    return {"seconds": seconds, "loop_seconds": loop_seconds(rows), "best_params": result["best"]["params"],
+            "best_value": result["best"]["value"], "trials": result["trials"], "values": values,
+            "command": " ".join(cmd)}
+
+
+def loop_seconds(rows: list[dict]) -> float:
+    """Seconds spent inside training loops: every trial's epoch "seconds" (metrics.jsonl), summed.
+
+    A pack's members each carry the whole pack's epoch time, so a member's share is 1/pack_size
+    (exact for the benchmark's grids, where every member runs every epoch)."""
+    total = 0.0
+    for r in rows:
+        lines = (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        total += sum(json.loads(line)["seconds"] for line in lines if line.strip()) / int(r["pack_size"] or 1)
+    return total
+
+
+def no_step_worker(argv: list[str]) -> None:
+    """The packed search with the parameter update removed: a lower bound on its wall time."""
+    from trainlab import cli, packed
+
+    packed.StackedOptimizer.step = lambda self, params, grads: None
+    sys.exit(cli.main(argv))
 
 
 def run_optuna(space: Path, out: Path, ovr: list[str]) -> dict:
@@ -170,8 +208,9 @@ def table(result: dict) -> str:
     lines = [f"trainlab search benchmark, {env['date']}, `{env['command']}`, {env['cores']} cores, "
              f"torch {env['torch']} ({env['torch_threads']} threads)"
              + (" (quick: do not quote)" if result["quick"] else ""),
-             "", "| grid | contender | wall s, median (min-max) | vs sequential | best trial | best val accuracy |",
-             "|---|---|---|---|---|---|"]
+             "", "| grid | contender | wall s, median (min-max) | in training loops s | outside them s | vs sequential "
+                 "| best trial | best val accuracy |",
+             "|---|---|---|---|---|---|---|---|"]
     for grid in result["grids"]:
         rows = grid["contenders"]
         base = next((r["seconds"] for r in rows if r["name"] == "sequential"), None)
@@ -179,13 +218,19 @@ def table(result: dict) -> str:
             ratio = f"{base / r['seconds']:.2f}x" if base else "–"
             shown = ", ".join(f"{k}={v:.4g}" for k, v in r["best_params"].items())
             wall = f"{r['seconds']:.1f} ({r['seconds_min']:.1f}-{r['seconds_max']:.1f})"
-            lines.append(f"| {grid['name']} | {r['name']} | {wall} | {ratio} | {shown} "
-                         f"| {r['best_value']:.4f} |")
-        lines.append(f"| {grid['name']} | same best trial for all | {'yes' if grid['same_best'] else 'NO'} | | | |")
+            loop, outside = (f"{r[k]:.1f}" if r.get(k) is not None else "–" for k in ("loop_seconds", "outside_seconds"))
+            if r["name"] == BOUND:
+                shown, accuracy = "(learns nothing: a bound)", "–"
+            else:
+                accuracy = f"{r['best_value']:.4f}"
+            lines.append(f"| {grid['name']} | {r['name']} | {wall} | {loop} | {outside} | {ratio} | {shown} "
+                         f"| {accuracy} |")
+        compared = [r for r in rows if r["name"] != BOUND]
+        lines.append(f"| {grid['name']} | same best trial for all | {'yes' if grid['same_best'] else 'NO'} | | | | | |")
         pair = [r for r in rows if r["name"] in ("packed", "sequential")]
-        if len(pair) == 2 and len(rows) > 2:
+        if len(pair) == 2 and len(compared) > 2:
             lines.append(f"| {grid['name']} | same best trial, packed and sequential | "
-                         f"{'yes' if same_best(pair) else 'NO'} | | | |")
+                         f"{'yes' if same_best(pair) else 'NO'} | | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -194,8 +239,10 @@ def main(argv=None) -> int:
     if args.worker == "optuna-n2":
         optuna_worker(json.loads(args.worker_args))
         return 0
+    if args.worker == BOUND:
+        no_step_worker(json.loads(args.worker_args))
     args.epochs = args.epochs or (1 if args.quick else 2)
-    contenders = [c for c in args.contenders.split(",") if c]
+    contenders = [c for c in args.contenders.split(",") if c] + ([BOUND] if args.bound else [])
     spaces = QUICK_SPACES if args.quick else SPACES
     result = {"quick": args.quick, "epochs": args.epochs, "overrides": overrides(args), "env": environment(),
               "grids": []}
@@ -221,16 +268,21 @@ def main(argv=None) -> int:
                     if contender == "optuna-n2":
                         runs[contender].append(run_optuna(space, out, overrides(args)))
                     else:
-                        runs[contender].append(run_trainlab(space, out, overrides(args), packed=contender == "packed"))
+                        runs[contender].append(run_trainlab(space, out, overrides(args), contender))
             rows = []
             for contender, done in runs.items():
                 seconds = sorted(r["seconds"] for r in done)
+                loops = [r["loop_seconds"] for r in done if "loop_seconds" in r]
                 rows.append({"name": contender, **done[0], "seconds": statistics.median(seconds),
                              "seconds_min": seconds[0], "seconds_max": seconds[-1],
                              "runs": [r["seconds"] for r in done],
+                             "loop_seconds": statistics.median(loops) if loops else None,
+                             "outside_seconds": statistics.median(r["seconds"] - r["loop_seconds"] for r in done)
+                             if loops else None,
                              "same_best_every_run": len({_key(r["best_params"]) for r in done}) == 1})
+            # the bound learns nothing: its "best" trial is arbitrary and takes no part in the comparison
             result["grids"].append({"name": name, "space": spaces[size], "repeats": n_repeats, "contenders": rows,
-                                    "same_best": same_best(rows)})
+                                    "same_best": same_best([r for r in rows if r["name"] != BOUND])})
     out = Path(args.out)
     from trainlab.runs import atomic_write_json, atomic_write_text
     atomic_write_json(out / "search_bench.json", result)

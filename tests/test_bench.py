@@ -46,3 +46,29 @@ def test_bench_quick_runs_and_writes_results(tmp_path, fashion_available):
     table = (out / "table.md").read_text()
     assert table in proc.stdout
     assert "| trainlab train (examples/seed_mlp.yaml) |" in table and "% of peak" in table
+
+
+def test_search_bench_quick_with_bound(tmp_path, fashion_available):
+    """bench/search_bench.py --quick on the small lr grid, packed and the no-update bound.
+
+    The bound must really do no update: every one of its trials ends with the same validation
+    accuracy (the initial weights'), while the packed search's trials differ with their lr.
+    """
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench/search_bench.py"), "--quick", "--grids", "16", "--contenders", "packed",
+         "--bound", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "search_bench.json").read_text())
+    (grid,) = result["grids"]
+    rows = {r["name"]: r for r in grid["contenders"]}
+    assert set(rows) == {"packed", "packed-no-step"}
+    for r in rows.values():
+        assert r["trials"] == 4 and len(r["values"]) == 4
+        assert positive(r["loop_seconds"]) and r["loop_seconds"] < r["seconds"], r
+        assert math.isclose(r["outside_seconds"], r["seconds"] - r["loop_seconds"])
+    assert len({v["value"] for v in rows["packed-no-step"]["values"]}) == 1
+    assert len({v["value"] for v in rows["packed"]["values"]}) > 1
+    table = (out / "search_table.md").read_text()
+    assert "| packed-no-step |" in table and "(learns nothing: a bound)" in table
