@@ -73,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bound", action="store_true",
                    help=f"also run {BOUND}: the packed search without its parameter update (a bound, not a result)")
     p.add_argument("--out", default=str(BENCH / "results"), help="folder for search_bench.json and search_table.md")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: the optuna-n2 contender
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: optuna-n2 or the bound's process
     p.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -130,12 +130,12 @@ def loop_seconds(rows: list[dict]) -> float:
     return total
 
 
-def no_step_worker(argv: list[str]) -> None:
-    """The packed search with the parameter update removed: a lower bound on its wall time."""
+def no_step_worker(argv: list[str]) -> int:
+    """`trainlab search ARGV` with the packed update removed: a lower bound on its wall time."""
     from trainlab import cli, packed
 
     packed.StackedOptimizer.step = lambda self, params, grads: None
-    sys.exit(cli.main(argv))
+    return cli.main(argv)
 
 
 def run_optuna(space: Path, out: Path, ovr: list[str]) -> dict:
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         optuna_worker(json.loads(args.worker_args))
         return 0
     if args.worker == BOUND:
-        no_step_worker(json.loads(args.worker_args))
+        return no_step_worker(json.loads(args.worker_args))
     args.epochs = args.epochs or (1 if args.quick else 2)
     contenders = [c for c in args.contenders.split(",") if c] + ([BOUND] if args.bound else [])
     spaces = QUICK_SPACES if args.quick else SPACES
