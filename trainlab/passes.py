@@ -1,0 +1,71 @@
+"""One pass over a split's batches: running loss and accuracy sums kept on the device, and the eval-mode pass."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from . import losses
+from .data.loader import Batches
+
+
+def summed_loss(step_losses: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
+    """Per-step batch-mean losses (..., S) times the batch sizes, summed over the steps: (...), float64."""
+    sizes = torch.tensor(batch_sizes, dtype=torch.float64, device=step_losses.device)
+    return (step_losses.double() * sizes).sum(-1)
+
+
+class Totals:
+    """Running sums of one pass, kept on the device: the host synchronises once per pass."""
+
+    def __init__(self, device: torch.device, task: str):
+        self.task = task
+        z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
+        self.loss, self.hits, self.abs_err, self.count = z(), z(), z(), 0
+
+    def add(self, loss: Optional[torch.Tensor], output: torch.Tensor, y: torch.Tensor, loss_name: str) -> None:
+        """One batch: its mean loss (None: set later by losses_from_steps), outputs and targets."""
+        n = len(y)
+        if loss is not None:
+            self.loss += loss.double() * n
+        if self.task == "classification":
+            self.hits += (losses.predicted_labels(output, loss_name) == y).sum()
+        else:
+            self.abs_err += (output.squeeze(1) - y).abs().double().sum()
+        self.count += n
+
+    def losses_from_steps(self, step_losses: torch.Tensor, batch_sizes: list[int]) -> None:
+        """The pass's summed loss from its per-step batch means (one reduction per epoch)."""
+        self.loss = summed_loss(step_losses, batch_sizes)
+
+    def state(self) -> dict:
+        return {"loss": self.loss.cpu(), "hits": self.hits.cpu(), "abs_err": self.abs_err.cpu(), "count": self.count}
+
+    def restore(self, state: dict) -> None:
+        self.loss.copy_(state["loss"]); self.hits.copy_(state["hits"]); self.abs_err.copy_(state["abs_err"])
+        self.count = state["count"]
+
+    def result(self, y_std: float = 1.0) -> dict:
+        """loss; accuracy, or rmse and mae in the target's units (loss is on standardised targets)."""
+        n = max(self.count, 1)
+        loss = float(self.loss) / n
+        if self.task == "classification":
+            return {"loss": loss, "accuracy": float(self.hits) / n}
+        return {"loss": loss, "rmse": math.sqrt(loss) * y_std if loss >= 0 else float("nan"),
+                "mae": float(self.abs_err) / n * y_std}
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, batches: Batches, loss_fn: losses.LossFn, task: str,
+                   loss_name: str, y_std: float = 1.0) -> dict:
+    """Mean loss and accuracy (or rmse, mae) of `model` over a split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    totals = Totals(batches.device, task)
+    for x, y in batches.epoch():
+        output = model(x)
+        totals.add(loss_fn(output, y), output, y, loss_name)
+    model.train(was_training)
+    return totals.result(y_std)
