@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import weakref
+import sys
 from typing import Iterable, Optional
 
 import torch
 from torch.optim import lr_scheduler
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+from torch.optim.optimizer import (_device_dtype_check_for_fused, _global_optimizer_post_hooks,
+                                   _global_optimizer_pre_hooks)
 
 from .config import Config
 
@@ -37,25 +38,19 @@ def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.
     return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, **optional)
 
 
-# Optimisers that have taken one step through torch.optim's own step(): from then on
-# step_optimizer may call the fused SGD kernel directly (see there).
-_STEPPED: "weakref.WeakSet[torch.optim.Optimizer]" = weakref.WeakSet()
-
-
 def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """optimizer.step(), then every gradient set to None (zero_grad(set_to_none=True)).
 
-    For torch.optim.SGD(fused=True), the default, every step after the first calls the fused kernel
-    exactly as torch.optim.sgd._fused_sgd does (the same arguments, the momentum buffers kept in
-    optimizer.state), without Optimizer.step's Python wrapper (profiler record, hooks, grouping by
-    device): about 55 us less per step on this CPU, a twentieth of a batch-64 step of the seed MLP.
-    The result is bitwise torch.optim's (tests/test_optim.py). The first step goes through
-    torch.optim, so lr schedulers see it; optimisers with hooks, tensor lrs, grad scaling or
-    anything unusual always do.
+    For torch.optim.SGD(fused=True), the default, every step calls the fused kernel exactly as
+    torch.optim.sgd._fused_sgd does (the same arguments, the momentum buffers created on the first
+    step and kept in optimizer.state), without Optimizer.step's Python wrapper (profiler record,
+    hooks, grouping by device, and an import of torch._dynamo: 1.2-1.7 s on the first step): about
+    55 us less per step on this CPU, a twentieth of a batch-64 step of the seed MLP. The result is
+    bitwise torch.optim's (tests/test_optim.py). Optimisers with hooks, tensor lrs, grad scaling or
+    anything unusual go through optimizer.step().
     """
-    if optimizer not in _STEPPED or not _fused_sgd_step(optimizer):
+    if not _fused_sgd_step(optimizer):
         optimizer.step()
-        _STEPPED.add(optimizer)
     for group in optimizer.param_groups:
         for p in group["params"]:
             p.grad = None
@@ -77,18 +72,62 @@ def _fused_sgd_step(optimizer: torch.optim.Optimizer) -> bool:
         grads = [p.grad for p in params]
         if len({(g.device, g.dtype) for g in grads}) > 1 or any(g.is_sparse for g in grads):
             return False
-        buffers = []
+        buffers, first_step = [], False
         if group["momentum"] != 0:
             buffers = [optimizer.state[p].get("momentum_buffer") for p in params]
-            if any(b is None for b in buffers):  # a first step for some: torch.optim's own path
+            first_step = all(b is None for b in buffers)
+            if first_step:  # torch.optim's first step: unset buffers, filled by the kernel
+                for p in params:
+                    _device_dtype_check_for_fused(p)  # the check SGD.step makes on its first call
+                buffers = [torch.empty_like(g) for g in grads]
+            elif any(b is None for b in buffers):  # some parameters new to the optimiser
                 return False
-        calls.append((params, grads, buffers, group))
+        calls.append((params, grads, buffers, group, first_step))
     with torch.no_grad():
-        for params, grads, buffers, group in calls:
+        for params, grads, buffers, group, first_step in calls:
             torch._fused_sgd_(params, grads, buffers, weight_decay=group["weight_decay"],
                               momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
-                              nesterov=group["nesterov"], maximize=group["maximize"], is_first_step=False)
+                              nesterov=group["nesterov"], maximize=group["maximize"], is_first_step=first_step)
+            for p, buffer in zip(params, buffers):
+                optimizer.state[p]["momentum_buffer"] = buffer
+    if hasattr(optimizer.step, "_wrapped_by_lr_sched"):
+        # What an lr scheduler's wrapper of optimizer.step records, so that its first step() knows
+        # the optimiser stepped first (and does not warn that it was called before optimizer.step()).
+        optimizer._opt_called = True
     return True
+
+
+def _defer_dynamo_import() -> None:
+    """Keep torch.optim's methods from importing torch._dynamo while nothing can be compiling.
+
+    Optimizer.add_param_group, state_dict, load_state_dict and zero_grad are wrapped by
+    torch._disable_dynamo, which imports torch._dynamo (1.2-1.7 s here, a third of a `trainlab
+    train --smoke` run) on the first call to build the wrapper it then caches on the function as
+    `__dynamo_disable`. Until torch._dynamo is imported no frame can be under compilation, so
+    torch._dynamo.disable(fn) would only call fn: this puts a stand-in into that cache which calls
+    fn directly until torch._dynamo is imported (train.compile, or anyone else), and from then on
+    builds, caches and calls torch's own disabled wrapper, exactly as the first call would have.
+    """
+    if "torch._dynamo" in sys.modules:
+        return
+    for name in ("add_param_group", "state_dict", "load_state_dict", "zero_grad"):
+        fn = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if fn is not None and getattr(fn, "__dynamo_disable", None) is None:
+            setattr(fn, "__dynamo_disable", _until_dynamo_loads(fn))
+
+
+def _until_dynamo_loads(fn):
+    def call(*args, **kwargs):
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        disabled = sys.modules["torch._dynamo"].disable(fn, True, wrapping=False)  # torch's own wrapper
+        setattr(fn, "__dynamo_disable", disabled)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+_defer_dynamo_import()
 
 
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int

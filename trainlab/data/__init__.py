@@ -93,24 +93,24 @@ def _stratify(y: torch.Tensor, task: str) -> Optional[np.ndarray]:
         return None
     labels = y.numpy()
     counts = np.bincount(labels)
-    # scikit-learn cannot stratify a class with a single example; fall back to a plain shuffle.
+    # A class with a single example cannot be stratified; fall back to a plain shuffle.
     return labels if counts[counts > 0].min() >= 2 else None
 
 
 def split_off(split: Split, fraction: float, task: str, seed: int) -> tuple[Split, Split]:
     """Stratified, seeded split of `split` into (rest, held_out) with len(held_out) ~ fraction."""
-    from sklearn.model_selection import train_test_split
+    from .holdout import holdout_indices
 
-    index = np.arange(len(split))
     n_held = int(round(fraction * len(split)))
     if n_held < 1 or n_held >= len(split):
         raise DataError(
             f"Cannot hold out a fraction {fraction} of {len(split)} examples: it leaves an empty split. "
             "Change data.val_fraction / data.test_fraction or use more data.")
     stratify = _stratify(split.y, task)
-    if stratify is not None and n_held < len(np.unique(stratify)):
+    # Stratifying needs one example of every class on both sides; with fewer, a plain shuffle.
+    if stratify is not None and min(n_held, len(split) - n_held) < len(np.unique(stratify)):
         stratify = None
-    rest, held = train_test_split(index, test_size=n_held, random_state=seed, shuffle=True, stratify=stratify)
+    rest, held = holdout_indices(len(split), n_held, seed, stratify)
     return split.subset(np.sort(rest)), split.subset(np.sort(held))
 
 
