@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup data browser demo test bench clean
+.PHONY: setup data browser demo test docs bench clean
 
 setup: $(VENV)/.installed data browser
 
@@ -34,10 +34,14 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The reference site (docs/, mkdocs.yml) into site/, warnings as errors; mkdocs comes with the test extra.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	KERAS_BACKEND=$${KERAS_BACKEND:-torch} $(BIN)/python bench/run.py
 	$(BIN)/python bench/search_bench.py --repeats 3,1 --bound
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -40,40 +40,80 @@ class Section(BaseModel):
 
 
 class AugmentConfig(Section):
-    # Batched, on the training device, training split only; images only.
-    crop_padding: int = Field(0, ge=0)      # pixels of zero padding before a random crop back to size
-    hflip: bool = False                      # random horizontal flip, p = 0.5
-    shift: float = Field(0.0, ge=0, le=0.5)  # max random translation, fraction of the image side
-    rotate: float = Field(0.0, ge=0, le=180)  # max random rotation, degrees
-    noise: float = Field(0.0, ge=0)          # std of Gaussian noise added to the normalised input
+    """Applied to the training split only, to image sets only (ignored for tabular data), as batched
+    operations on the training device; validation and test batches are never augmented."""
+
+    crop_padding: int = Field(0, ge=0, description=
+                              "pixels of zero padding, then a random crop back to the original size")
+    hflip: bool = Field(False, description="random horizontal flip with p = 0.5")
+    shift: float = Field(0.0, ge=0, le=0.5, description=
+                         "maximum random translation, as a fraction of the image side")
+    rotate: float = Field(0.0, ge=0, le=180, description="maximum random rotation, degrees")
+    noise: float = Field(0.0, ge=0, description=
+                         "standard deviation of Gaussian noise added to the normalised input")
 
 
 class DataConfig(Section):
-    name: Literal[DATASETS] = "fashion-mnist"
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)   # of the training split, stratified, seeded
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # only for sets without an official test split
-    split_seed: int = 0            # seed of the train/val(/test) split, independent of train.seed
-    dir: Optional[str] = None      # data root searched first (as --data-dir)
-    path: Optional[str] = None     # csv file or imagefolder root
-    target: Optional[str] = None   # csv: the target column (default: the last column)
-    task: Literal["auto", "classification", "regression"] = "auto"  # csv: what the target is
-    image_size: int = Field(64, ge=8)   # imagefolder: images are resized to this square (pixels)
-    limit: Optional[int] = Field(None, ge=2)  # use only the first N training examples
-    loader: Literal["auto", "device", "stream"] = "auto"  # in-memory tensor on the device, or streamed
-    workers: int = Field(2, ge=0)  # DataLoader workers when streaming
-    download: bool = True          # download from the canonical address when not found
+    """Images are scaled to [0, 1] and normalised per channel with the training split's mean and std,
+    on the device, per batch (streamed image folders use mean 0.5 and std 0.25 instead of a pass over
+    the files); tabular features are standardised once with the training split's statistics."""
+
+    name: Literal[DATASETS] = Field("fashion-mnist", description=
+        "the dataset: MNIST-format sets, CIFAR, `imagefolder` (class folders) and `csv` (both read "
+        "`data.path`), or one of scikit-learn's bundled sets (`diabetes` is a regression)")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description=
+        "fraction of the training split held out for validation (stratified, seeded by `data.split_seed`); "
+        "0 = no validation split (then `train.monitor` must be `train.*`)")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description=
+        "fraction carved out as the test split, only for sets without an official one (scikit-learn sets, "
+        "csv, imagefolder without `test/`)")
+    split_seed: int = Field(0, description=
+        "seed of the train/val(/test) split and of `data.limit`, independent of `train.seed`")
+    dir: Optional[str] = Field(None, description=
+        "data root searched first, as `--data-dir` (which wins when both are given)")
+    path: Optional[str] = Field(None, description=
+        "the CSV file (`csv`) or the image folder root (`imagefolder`); required for those two")
+    target: Optional[str] = Field(None, description="csv: the target column's name; null = the last column")
+    task: Literal["auto", "classification", "regression"] = Field("auto", description=
+        "csv: what the target is; `auto` = classification for text or at most 20 distinct integers, "
+        "regression otherwise")
+    image_size: int = Field(64, ge=8, description="imagefolder: images are resized to this square side, pixels")
+    limit: Optional[int] = Field(None, ge=2, description=
+        "use only N training examples (a stratified, seeded subset taken before the validation split, so "
+        "train + val ≈ N); null = all; `--smoke` caps it at 512")
+    loader: Literal["auto", "device", "stream"] = Field("auto", description=
+        "`device`: the split lives on the training device as one tensor; `stream`: batches come through a "
+        "DataLoader; `auto`: device unless the split exceeds 4 GiB (imagefolder always streams)")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes when streaming")
+    download: bool = Field(True, description=
+        "download from the canonical address (SHA-256 checked) when no data root has the dataset")
 
 
 class ModelConfig(Section):
-    name: str = "mlp"              # mlp | cnn | resnet | "package.module:Class"
-    hidden: list[int] = [128]      # mlp: hidden layer widths
-    activation: Literal[ACTIVATIONS] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # probability, after each hidden activation
-    batch_norm: bool = False       # mlp: BatchNorm1d before each activation
-    channels: list[int] = [16, 32]  # cnn: channels of the two 5x5 conv layers (LeNet: [6, 16])
-    depth: int = Field(20, ge=8)   # resnet: 6n+2 layers (8, 20, 32, 44, 56)
-    width: int = Field(16, ge=1)   # resnet: channels of the first stage (doubles per stage)
-    kwargs: dict[str, Any] = {}    # custom model: keyword arguments for the class
+    """Input and output widths come from the data; `trainlab check` prints the layers, shapes,
+    parameters and multiply-accumulates a config builds."""
+
+    name: str = Field("mlp", json_schema_extra={"allowed": "`mlp`, `cnn`, `resnet` or `package.module:Class`"},
+                      description="`mlp`, `cnn` (LeNet-5 style), `resnet` (CIFAR ResNet), or a custom "
+                      "`nn.Module` class as `package.module:Class`")
+    hidden: list[int] = Field([128], json_schema_extra={"allowed": "each ≥ 1"}, description=
+        "mlp: hidden layer widths (`[]` = linear / logistic regression)")
+    activation: Literal[ACTIVATIONS] = Field("relu", description="activation after each hidden layer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description=
+        "dropout probability: mlp after each hidden activation, cnn after each fully connected hidden "
+        "layer, resnet before the final linear layer")
+    batch_norm: bool = Field(False, description=
+        "mlp: BatchNorm1d before each hidden activation; cnn: BatchNorm2d after each conv (resnet always "
+        "has it)")
+    channels: list[int] = Field([16, 32], json_schema_extra={"allowed": "each ≥ 1"}, description=
+        "cnn: output channels of the two 5x5 conv layers (LeNet-5: `[6, 16]`), then fully connected "
+        "120 → 84 → outputs")
+    depth: int = Field(20, ge=8, json_schema_extra={"allowed": "6n+2: 8, 14, 20, 32, 44, 56, 110, …"},
+                       description="resnet: number of layers, 6n+2")
+    width: int = Field(16, ge=1, description="resnet: channels of the first stage (doubled per stage)")
+    kwargs: dict[str, Any] = Field({}, description=
+        "custom model: keyword arguments for the class; `input_shape` and `num_outputs` are passed too when "
+        "its constructor names them")
 
     @field_validator("name")
     @classmethod
@@ -100,25 +140,45 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    # auto: cross_entropy for classification, mse for regression.
-    # mse on a classification set compares softmax probabilities with one-hot targets.
-    name: Literal["auto", "cross_entropy", "mse", "bce_with_logits"] = "auto"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross_entropy only
+    """Regression targets are standardised with the training split's mean and std, so the loss (mse)
+    is in standardised units and one learning rate suits every task; `rmse` and `mae` in the metrics
+    are reported in the target's own units."""
+
+    name: Literal["auto", "cross_entropy", "mse", "bce_with_logits"] = Field("auto", description=
+        "`auto` = `cross_entropy` for classification, `mse` for regression; `cross_entropy` on logits; `mse` "
+        "on a classification set compares softmax probabilities with one-hot targets (the seed's MSE); "
+        "`bce_with_logits` for two classes, one output logit")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross_entropy only: label smoothing ε")
 
 
 class OptimConfig(Section):
-    name: Literal[OPTIMIZERS] = "sgd"  # gd = full-batch: one step per epoch on the whole train split
-    lr: float = Field(0.01, gt=0.0)    # learning rate (the peak lr for onecycle)
-    momentum: Optional[float] = Field(None, ge=0.0, lt=1.0)  # default 0 (momentum: 0.9)
-    nesterov: bool = False
-    weight_decay: Optional[float] = Field(None, ge=0.0)  # L2 as weight decay (decoupled for adamw);
-    # None = torch.optim's default: 0, or 0.01 for adamw
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    alpha: float = Field(0.99, gt=0.0, lt=1.0)  # rmsprop smoothing constant
-    eps: Optional[float] = Field(None, gt=0.0)  # None = torch.optim's default for the optimiser
-    # torch.optim's fused kernel (sgd/momentum/gd, adagrad, adam, adamw): one kernel for all
-    # parameters instead of a Python loop; rounds differently from the loop by ~1e-8 per step.
-    fused: bool = True
+    """All optimisers are torch.optim's. Keys an optimiser does not use (`optim.momentum` for adam,
+    `optim.betas` for sgd, …) are ignored with a warning, so `optim.name=adam` can override a config
+    written for SGD."""
+
+    name: Literal[OPTIMIZERS] = Field("sgd", description=
+        "`gd` (full batch: one step per epoch on the whole training split, `train.batch_size` ignored), "
+        "`sgd` (mini-batch), `momentum` (SGD with momentum 0.9 by default), `adagrad`, `rmsprop`, `adam`, "
+        "`adamw`")
+    lr: float = Field(0.01, gt=0.0, description="learning rate (the peak lr for `schedule.name=onecycle`)")
+    momentum: Optional[float] = Field(None, ge=0.0, lt=1.0, description=
+        "momentum for gd, sgd, momentum, rmsprop; null = 0, except 0.9 for `optim.name=momentum`")
+    nesterov: bool = Field(False, description="Nesterov momentum (gd, sgd, momentum; only when momentum > 0)")
+    weight_decay: Optional[float] = Field(None, ge=0.0, description=
+        "weight decay inside the optimiser, on all parameters (decoupled for adamw); null = torch.optim's "
+        "default: 0, or 0.01 for adamw")
+    betas: tuple[float, float] = Field((0.9, 0.999), json_schema_extra={"allowed": "each in [0, 1)"},
+                                       description="adam, adamw: decay rates of the first and second moment "
+                                       "estimates")
+    alpha: float = Field(0.99, gt=0.0, lt=1.0, description=
+        "rmsprop: smoothing constant of the squared-gradient average")
+    eps: Optional[float] = Field(None, gt=0.0, description=
+        "term added to the denominator (adagrad, rmsprop, adam, adamw); null = torch.optim's default for "
+        "the optimiser")
+    fused: bool = Field(True, description=
+        "use torch.optim's fused kernel (sgd/momentum/gd, adagrad, adam, adamw; not rmsprop): one kernel "
+        "updates every parameter instead of a Python loop over them. It rounds differently from the loop by "
+        "about 1e-8 per step; `false` gives the loop")
 
     @field_validator("betas")
     @classmethod
@@ -129,44 +189,87 @@ class OptimConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: Literal[SCHEDULES] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0.0)  # linear warm-up from warmup_start * lr (epochs, may be fractional)
-    warmup_start: float = Field(0.1, gt=0.0, le=1.0)
-    step_epochs: int = Field(10, ge=1)   # step: multiply lr by gamma every step_epochs epochs
-    gamma: float = Field(0.1, gt=0.0, le=1.0)  # step, exponential (per epoch), reduce_on_plateau factor
-    min_lr: float = Field(0.0, ge=0.0)   # cosine: final lr
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0)  # onecycle: fraction of steps spent rising
-    patience: int = Field(2, ge=0)       # reduce_on_plateau: epochs without improvement of train.monitor
+    """Every schedule is stepped once per optimiser step (so warm-up can be fractional and a mid-epoch
+    resume is exact); `step` and `exponential` change the lr only at epoch boundaries, so they equal
+    the usual per-epoch schedules. `cosine` and `onecycle` span `train.epochs` (the cosine after the
+    warm-up); an early stop ends them early. `reduce_on_plateau` alone is stepped once per epoch with
+    the monitored value."""
+
+    name: Literal[SCHEDULES] = Field("constant", description="learning-rate schedule (torch.optim.lr_scheduler)")
+    warmup_epochs: float = Field(0.0, ge=0.0, description=
+        "linear warm-up length, epochs (may be fractional, counted in optimiser steps); not with `onecycle` "
+        "or `reduce_on_plateau`")
+    warmup_start: float = Field(0.1, gt=0.0, le=1.0, description=
+        "warm-up starts at `warmup_start × optim.lr` and rises linearly to `optim.lr`")
+    step_epochs: int = Field(10, ge=1, description="step: multiply the lr by `schedule.gamma` every this many epochs")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description=
+        "factor: step (every `step_epochs`), exponential (every epoch), reduce_on_plateau (on a plateau)")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine: the final learning rate")
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description=
+        "onecycle: fraction of all steps spent raising the lr to `optim.lr`")
+    patience: int = Field(2, ge=0, description=
+        "reduce_on_plateau: epochs without improvement of `train.monitor` before the lr is cut")
 
 
 class RegularizeConfig(Section):
-    l1: float = Field(0.0, ge=0.0)  # adds l1 * sum|w| over weight matrices/kernels to the loss
-    l2: float = Field(0.0, ge=0.0)  # adds l2/2 * sum w^2 over weight matrices/kernels to the loss
-    augment: AugmentConfig = AugmentConfig()
+    """Both penalties cover weight matrices and conv kernels only (parameters with 2 or more
+    dimensions), not biases or normalisation parameters, and are left out of the reported loss, so
+    curves compare across penalties. `regularize.l2` is L2 regularisation in the loss, for any
+    optimiser; `optim.weight_decay` is decay inside the optimiser and covers all parameters, biases
+    included. For SGD (and Adam, whose weight_decay is coupled) the two give the same update on the
+    weights; for AdamW the decay is decoupled from the adaptive step, which is not the same as L2."""
+
+    l1: float = Field(0.0, ge=0.0, description="adds `l1 × Σ|w|` over weight matrices and kernels to the loss")
+    l2: float = Field(0.0, ge=0.0, description=
+        "adds `l2/2 × Σw²` over weight matrices and kernels to the loss (gradient `l2 × w`)")
+    augment: AugmentConfig = Field(AugmentConfig(), description="data augmentation of training images")
 
 
 class EarlyStoppingConfig(Section):
-    patience: Optional[int] = Field(None, ge=1)  # epochs without improvement of train.monitor; None = off
-    min_delta: float = Field(0.0, ge=0.0)        # smallest change that counts as improvement
+    """A run stopped early has `stopped_because: early_stopping` in summary.json."""
+
+    patience: Optional[int] = Field(None, ge=1, description=
+        "stop after this many epochs in a row without improvement of `train.monitor`; null = off")
+    min_delta: float = Field(0.0, ge=0.0, description=
+        "the smallest change of `train.monitor` that counts as an improvement (also for `best.pt`)")
 
 
 class TrainConfig(Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["float32", "float64"] = "float32"  # parameter and input dtype
-    # auto: bf16 autocast on CUDA (matmuls and convolutions in bfloat16), float32 on the CPU.
-    precision: Literal["auto", "float32", "bf16"] = "auto"
-    compile: bool = False          # torch.compile the model (pays off for long runs; first steps compile)
-    monitor: str = "val.loss"      # picks best.pt, early stopping and reduce_on_plateau
-    final: Literal["best", "last"] = "best"  # which checkpoint the final test evaluation uses
-    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    clip_grad_norm: Optional[float] = Field(None, gt=0.0)  # max global L2 norm of the gradients
-    checkpoint_every: Optional[int] = Field(None, ge=1)   # also save last.pt every N steps (mid-epoch)
-    threads: Optional[int] = Field(None, ge=1)  # CPU threads (default: torch's, reported)
-    progress: Literal["auto", "bar", "lines", "none"] = "auto"  # bar on a terminal, else a line per epoch
-    logger: Literal["none", "tensorboard", "csv", "mlflow"] = "none"  # also log each epoch's row there
+    """The training loop: epochs, batches, seed, device and precision, what is monitored and saved."""
+
+    epochs: int = Field(10, ge=1, description="passes over the training split")
+    batch_size: int = Field(64, ge=1, description=
+        "examples per optimiser step (ignored by `optim.name=gd`); the last batch may be smaller")
+    seed: int = Field(0, description="seed of initialisation, dropout, the per-epoch shuffling and augmentation")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` = cuda when available, else cpu")
+    dtype: Literal["float32", "float64"] = Field("float32", description="dtype of the parameters and batches")
+    precision: Literal["auto", "float32", "bf16"] = Field("auto", description=
+        "`bf16`: autocast matmuls and convolutions to bfloat16; `float32`: no autocast; `auto`: bf16 on "
+        "CUDA, float32 on the CPU")
+    compile: bool = Field(False, description=
+        "wrap the model in `torch.compile` (the first steps compile; pays off on long runs)")
+    monitor: str = Field("val.loss", json_schema_extra={"allowed": "`train.METRIC` or `val.METRIC`"},
+                         description="`split.metric` (metric `loss`, `accuracy`, `rmse`, `mae`) that picks "
+                         "`best.pt`, drives early stopping and reduce_on_plateau; accuracy is maximised, "
+                         "losses and errors minimised")
+    final: Literal["best", "last"] = Field("best", description=
+        "which weights the final train/val/test evaluation in summary.json uses: `best` (`best.pt`, falling "
+        "back to the last weights when there is none) or `last`")
+    early_stopping: EarlyStoppingConfig = Field(EarlyStoppingConfig(), description="early stopping on `train.monitor`")
+    clip_grad_norm: Optional[float] = Field(None, gt=0.0, description=
+        "clip the global L2 norm of the gradients to this value; null = no clipping")
+    checkpoint_every: Optional[int] = Field(None, ge=1, description=
+        "also save `last.pt` every N optimiser steps within an epoch (for long epochs); null = after every "
+        "epoch only")
+    threads: Optional[int] = Field(None, ge=1, description=
+        "CPU threads for torch; null = torch's default (reported as `torch_threads` in summary.json)")
+    progress: Literal["auto", "bar", "lines", "none"] = Field("auto", description=
+        "progress on stderr: `bar`, `lines` (one line per epoch), `none`; `auto` = a bar on a terminal, "
+        "lines otherwise")
+    logger: Literal["none", "tensorboard", "csv", "mlflow"] = Field("none", description=
+        "also send each epoch's metrics row to `tensorboard` (`RUN/tensorboard/`, needs `pip install "
+        "tensorboard`), `mlflow` (the active tracking URI, needs `pip install mlflow`) or `csv` "
+        "(`RUN/metrics.csv`, rewritten atomically each epoch); `none` = metrics.jsonl only")
 
     @field_validator("monitor")
     @classmethod
@@ -178,20 +281,29 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    batch_size: int = Field(1024, ge=1)  # batch size for evaluation passes (no gradients)
-    limit: Optional[int] = Field(None, ge=1)  # evaluate on at most the first N examples of val/test
+    """Evaluation passes: validation after every epoch, the final train/val/test evaluation, and
+    `trainlab evaluate`."""
+
+    batch_size: int = Field(1024, ge=1, description="batch size of the evaluation passes (no gradients)")
+    limit: Optional[int] = Field(None, ge=1, description=
+        "evaluate on at most the first N examples of each split (val every epoch; train, val, test in the "
+        "final evaluation); null = all; `--smoke` caps it at 512")
 
 
 class Config(Section):
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    optim: OptimConfig = OptimConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    regularize: RegularizeConfig = RegularizeConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-    name: str = "run"  # run name: the config file's stem unless set
+    """The whole config: eight sections and the run's name."""
+
+    data: DataConfig = Field(DataConfig(), description="the dataset, its splits and how batches are fed")
+    model: ModelConfig = Field(ModelConfig(), description="the network")
+    loss: LossConfig = Field(LossConfig(), description="the loss function")
+    optim: OptimConfig = Field(OptimConfig(), description="the optimiser (torch.optim)")
+    schedule: ScheduleConfig = Field(ScheduleConfig(), description="the learning-rate schedule")
+    regularize: RegularizeConfig = Field(RegularizeConfig(), description="L1/L2 penalties and data augmentation")
+    train: TrainConfig = Field(TrainConfig(), description="the training loop")
+    eval: EvalConfig = Field(EvalConfig(), description="evaluation passes")
+    name: str = Field("run", description=
+        "run name, used in the default run directory `runs/<name>-<timestamp>`; the config file's stem "
+        "unless set")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -265,7 +377,8 @@ def _explain(err: ValidationError, raw: dict) -> str:
             msg = e["msg"].removeprefix("Value error, ")
             where = f"'{loc}'" if loc else "the config"
             lines.append(f"Config key {where} = {value!r} is not allowed: {msg}.")
-    lines.append("See the config reference in README.md for every key, its default and meaning.")
+    lines.append("See the config reference (docs/config.md; `make docs` builds the site) for every key, "
+                 "its type, default, allowed values and meaning.")
     return "\n".join(lines)
 
 
