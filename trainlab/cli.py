@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_model_selection(sub)
     _add_search(sub)
+    _add_check(sub)
     return parser
 
 
@@ -259,6 +260,28 @@ def _run_search(args) -> dict:
     return result
 
 
+def _add_check(sub) -> None:
+    k = sub.add_parser("check", help="dry run: config diff, data, model summary, step timing and estimates",
+                       description="What a careful user does before training: resolve and validate the config "
+                       "(keys that differ from the defaults), find and verify the data (where from, split sizes), "
+                       "summarise the model (layers, output shapes, parameters, multiply-accumulates per example) "
+                       "and time a few training steps on a copy of it to estimate the epoch and run time. "
+                       "Writes nothing unless --out is given (then DIR/check.json).")
+    _config_args(k)
+    k.add_argument("--out", metavar="DIR", help="write the check as DIR/check.json (default: write nothing)")
+    k.add_argument("--steps", type=int, default=10, metavar="N",
+                   help="training steps to time after 2 warm-up steps; stops early after ~2 s (default 10)")
+    _add_common(k)
+
+
+def _run_check(args) -> dict:
+    from .check import check, format_check
+
+    result = check(_load_for(args, "check"), data_dir=args.data_dir, out=args.out, steps=args.steps)
+    print(format_check(result))
+    return result
+
+
 def _usage(message: str) -> TrainlabError:
     from .errors import ConfigError
     return ConfigError(message)
@@ -266,7 +289,7 @@ def _usage(message: str) -> TrainlabError:
 
 COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "report": _run_report, "predict": _run_predict, "cv": _run_cv,
             "lr-find": _run_lr_find, "compare": _run_compare, "sweep-size": _run_sweep_size,
-            "search": _run_search}
+            "search": _run_search, "check": _run_check}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
