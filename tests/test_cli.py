@@ -19,6 +19,10 @@ def test_seed_mlp_three_epochs_reaches_085_on_fashion_mnist(tmp_path, fashion_av
     proc = run_cli("train", "-c", SEED, "train.epochs=3", "--json", "--out", tmp_path / "run")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    # 0.8636 here, train.seed=0..4: 0.8609..0.8661 (seed sigma 0.002) on the 10,000 test images.
+    # Fashion-MNIST training is chaotic under rounding (ReLU flips, see test_parity.py), so another
+    # CPU's run can decorrelate from this one as much as a new seed does, at worst: 0.85 is 0.011
+    # (110 images, 5 seed-sigmas) below the worst seed.
     assert summary["metrics"]["test"]["accuracy"] >= 0.85
     assert summary["epochs_run"] == 3 and summary["run_dir"] == str(tmp_path / "run")
     # One plain line per epoch when not on a terminal: no progress-bar spam in logs.

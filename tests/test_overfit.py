@@ -30,6 +30,10 @@ def test_overfitting_is_found_at_its_onset_and_the_remedy_narrows_the_gap(tmp_pa
     findings = json.loads((result.run_dir / "eval" / "diagnosis.json").read_text())
     overfitting = [f for f in findings if f["kind"] == "overfitting"]
     assert overfitting, findings
+    # Within 2 epochs of the val-loss minimum: the detector reads a noisy curve (a rule on a
+    # smoothed slope), not the argmin. Measured over train.seed=0..3: off by 1, 1, 0, 0 epochs.
+    # This Fashion-MNIST run is chaotic under another CPU's rounding (see test_parity.py), so a
+    # new seed's spread is the yardstick: 2 is 1 epoch clear of the worst seed.
     assert abs(overfitting[0]["epoch"] - true_onset) <= 2
     assert [f.kind for f in diagnose(rows, cfg.to_dict())] == [f["kind"] for f in findings]
 
@@ -37,6 +41,9 @@ def test_overfitting_is_found_at_its_onset_and_the_remedy_narrows_the_gap(tmp_pa
     remedies = overfitting[0]["remedies"]
     assert remedies and all("=" in r for r in remedies)
     fixed = train(load_config(ROOT / "examples/seed_mlp.yaml", OVERFIT + remedies), out=tmp_path / "fixed")
+    # Measured over train.seed=0..3: the remedied run's end gap is -0.09..-0.20 times the
+    # overfitted one's (validation loss below training loss under dropout and augmentation), far
+    # inside 0.5x, which is a qualitative "narrowed it by half" claim.
     assert _end_gap(fixed.history) < 0.5 * _end_gap(rows)
 
 
@@ -51,7 +58,7 @@ def test_fashion_mnist_report_renders_with_every_picture(tmp_path, fashion_avail
                     "confidently wrong", "Diagnosis"):
         assert section.lower() in text.lower(), section
     result_probe = _probe(page, tmp_path)
-    assert result_probe["images"] >= 8 and result_probe["loaded"] == result_probe["images"]
+    assert result_probe["images"] >= 8 and result_probe["loaded"] == result_probe["images"]  # counts: exact
     assert result_probe["errors"] == []
     shot = tmp_path / "shot.png"
     done = _chromium(["--window-size=1200,3000", f"--screenshot={shot}", page.as_uri()], tmp_path / "profile")
