@@ -61,7 +61,8 @@ def _check_ok(proc) -> dict:
     model, timing, data = result["model"], result["timing"], result["data"]
     assert model["params"] == sum(r["params"] for r in model["layers"]) > 0
     assert model["macs_per_example"] == sum(r["macs"] for r in model["layers"]) > 0
-    assert data["splits"]["train"] > 0 and data["splits"]["test"] > 0
+    # A held-out split to score on: test, or for a text split by position with no test part, val.
+    assert data["splits"]["train"] > 0 and (data["splits"]["test"] or data["splits"]["val"]) > 0
     assert timing["seconds_per_step"] > 0 and timing["run_seconds"] > timing["epoch_seconds"] > 0
     assert "parameters" in proc.stdout and "per step" in proc.stdout  # the text came before the JSON line
     return result

@@ -187,7 +187,8 @@ TRAINING = {"train", "check", "cv", "lr-find", "compare", "sweep-size", "search"
 SMALL = ["data.limit=256", "eval.limit=256", "train.epochs=1"]   # after the shown overrides: these win
 FEWER = {"--folds": "2", "--seeds": "2", "--trials": "4", "--repeats": "1"}  # counts that multiply runs
 STEPS = {"lr-find": "20", "check": "3"}
-RUN_PLACEHOLDER = re.compile(r"^runs/\w+-\d{8}-\d{6}$")   # a run directory `trainlab train` wrote: the smoke run
+RUN_PLACEHOLDER = re.compile(r"^runs/(\w+)-\d{8}-\d{6}$")  # a run directory `trainlab train` wrote
+DOCS_RUNS = ("seed_mlp", "shakespeare_char")  # smoke runs standing in for them: language models by name
 
 
 def shown_commands() -> list[str]:
@@ -243,8 +244,9 @@ def workspace(tmp_path_factory, fashion_available_module):
         pixels = f.read(16 + 28 * 28)[16:]
     from PIL import Image
     Image.frombytes("L", (28, 28), pixels).save(ws / "shoe.png")
-    code, out, err = _main(ws, ["train", "-c", "examples/seed_mlp.yaml", "--smoke", "--out", "runs/seed_mlp-docs"])
-    assert code == 0, err
+    for name in DOCS_RUNS:
+        code, out, err = _main(ws, ["train", "-c", f"examples/{name}.yaml", "--smoke", "--out", f"runs/{name}-docs"])
+        assert code == 0, err
     return ws
 
 
@@ -277,11 +279,17 @@ def _main(cwd: Path, argv: list[str], as_module: bool = False) -> tuple[int, str
     return code, out.getvalue(), err.getvalue()
 
 
+def _docs_run(placeholder: str) -> str:
+    """The smoke run a shown run directory stands for: the language-model one for a gpt config's name."""
+    name = RUN_PLACEHOLDER.match(placeholder).group(1)
+    return name if name in DOCS_RUNS else DOCS_RUNS[0]
+
+
 @pytest.mark.parametrize("shown", shown_commands())
 def test_shown_command_runs(shown, workspace):
     words = shlex.split(shown)
     words = words[1:] if words[0] == "trainlab" else words[3:]   # "python -m trainlab ..."
-    words = [str(workspace / "runs/seed_mlp-docs") if RUN_PLACEHOLDER.match(w) else w for w in words]
+    words = [str(workspace / f"runs/{_docs_run(w)}-docs") if RUN_PLACEHOLDER.match(w) else w for w in words]
     argv = as_test(words)
     code, out, err = _main(workspace, argv, as_module=shown.startswith("python -m trainlab"))
     assert code == 0, f"{' '.join(argv)} exited {code}:\n{err[-3000:]}"

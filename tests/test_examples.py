@@ -47,7 +47,9 @@ def test_example_runs_with_smoke(example, tmp_path, fashion_available, fashion_f
     proc = run_cli("train", "-c", example, *extra, "--smoke", "--json", "--out", tmp_path / "run")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["epochs_run"] >= 1 and "loss" in summary["metrics"]["test"]
+    # Scored on test; a text split by position without a test part (nanoGPT's 90/10) on val.
+    held_out = summary["metrics"].get("test") or summary["metrics"]["val"]
+    assert summary["epochs_run"] >= 1 and "loss" in held_out
 
 
 def test_streaming_gives_the_same_batches_as_device_resident(fashion_available):
@@ -68,7 +70,7 @@ def test_same_results_streamed_or_resident(tmp_path, fashion_available):
             "train": {"epochs": 2, "progress": "none"}}
     a = train(build_config({**base, "data": {**base["data"], "loader": "device"}}), out=tmp_path / "a")
     b = train(build_config({**base, "data": {**base["data"], "loader": "stream"}}), out=tmp_path / "b")
-    assert a.metrics == b.metrics
+    assert a.metrics == b.metrics  # the same batches (checked above) and ops: bitwise, no tolerance
 
 
 def test_imagefolder_trains_streamed_with_workers(tmp_path, fashion_folder):
@@ -78,4 +80,7 @@ def test_imagefolder_trains_streamed_with_workers(tmp_path, fashion_folder):
                         "train": {"epochs": 4, "batch_size": 32, "progress": "none"}})
     result = train(cfg, out=tmp_path / "r")
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    assert result.metrics["test"]["accuracy"] > 0.3  # 10 classes, 192 training images: well above chance
+    # 10 classes, 192 training images: well above 0.1 chance. 60 test images: 0.667 here, train.seed
+    # 0..4: 0.567..0.700 (34+ right), 0.3 is 18: a new seed's spread, which bounds another CPU's
+    # rounding (a smaller perturbation), is far inside.
+    assert result.metrics["test"]["accuracy"] > 0.3

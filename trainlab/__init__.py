@@ -15,6 +15,7 @@ _PUBLIC = {
     "train": "train", "train_step": "train", "Result": "train",
     "evaluate": "evaluate", "predict": "predict", "cross_validate": "crossval", "lr_find": "lrfind",
     "compare": "compare", "sweep_size": "compare", "search": "search", "check": "check",
+    "generate": "generate",
     "Config": "config", "load_config": "config",
 }
 
@@ -38,13 +39,13 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-# Six public functions share their name with the submodule that defines them (trainlab.train is
+# Seven public functions share their name with the submodule that defines them (trainlab.train is
 # the function and trainlab/train.py its module). When such a submodule first loads, the import
 # system sets it as an attribute of this package, which would hide the function. Python lets a
 # package's module object have its own class (the language reference, "Customizing module attribute
-# access"): on this one those six names are properties, so they always give the function, and the
+# access"): on this one those seven names are properties, so they always give the function, and the
 # import system's assignment of the submodule is dropped.
-_SHADOWED = ("train", "evaluate", "predict", "compare", "search", "check")
+_SHADOWED = ("train", "evaluate", "predict", "compare", "search", "check", "generate")
 
 
 def _shadowed_property(name: str) -> property:

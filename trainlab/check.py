@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from . import data, losses
-from .config import Config, build_config, load_config
+from . import data
+from .config import Config
+from .data.loader import make_batches
 from .errors import ConfigError
+from .train import Setup, build_setup, prepare_config
 
 WARMUP_STEPS = 2        # untimed: the first steps allocate, pick kernels, take torch.optim's own step()
 TIME_BUDGET_S = 2.0     # timed training steps stop after this much time (at least MIN_TIMED_STEPS)
@@ -39,11 +38,11 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
     >>> result["model"]["params"], result["model"]["macs_per_example"]   # (101770, 101632)
     >>> print(format_check(result))
     """
-    from .models import build_model, check_output, count_parameters
+    from .models import count_parameters
 
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}.")
-    cfg = _resolve(config)
+    cfg = prepare_config(config)
     warnings: list[str] = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     cores = os.cpu_count() or 1
@@ -51,24 +50,16 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        from .train import resolve_device
-        device = resolve_device(cfg.train.device)
-        dtype = getattr(torch, cfg.train.dtype)
-
         t0 = time.perf_counter()
         splits = data.load(cfg, data_dir)
         load_seconds = time.perf_counter() - t0
-        _check_monitor(cfg, splits)
+        # What train() trains with: the model from the seed, batches, loss, optimiser, schedule.
+        setup = build_setup(cfg, None, data_dir, splits, None, None, None)
+        tokens = splits.task == "language_model"
+        summary = {"name": cfg.model.name, "loss": setup.loss_name, "params": count_parameters(setup.model),
+                   **summarize(setup.model, splits.input_shape, torch.long if tokens else setup.dtype)}
 
-        loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
-        n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
-        torch.manual_seed(cfg.train.seed)  # the initial weights train() would start from
-        model = build_model(cfg.model, splits.input_shape, n_out)
-        check_output(model, splits.input_shape, n_out)
-        summary = {"name": cfg.model.name, "loss": loss_name, "params": count_parameters(model),
-                   **summarize(model, splits.input_shape)}
-
-        timing = _time_steps(cfg, splits, model, device, dtype, steps, warnings)
+        timing = _time_steps(setup, steps, warnings)
     finally:
         torch.set_num_threads(threads_before)
     if timing["device"] == "cpu" and load > cores:
@@ -93,26 +84,6 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
         result["out"] = str(path)
         atomic_write_json(path, result)
     return result
-
-
-def _resolve(config: Config | dict | str | Path) -> Config:
-    if isinstance(config, Config):
-        return config
-    if isinstance(config, dict):
-        return build_config(config)
-    return load_config(config)
-
-
-def _check_monitor(cfg: Config, splits: data.Splits) -> None:
-    """Fail now on a train.monitor that train() would reject at its first epoch."""
-    split, metric = cfg.train.monitor.split(".", 1)
-    if split == "val" and splits.val is None:
-        raise ConfigError(f"train.monitor={cfg.train.monitor} needs a validation split, but data.val_fraction=0. "
-                          "Set data.val_fraction > 0 or train.monitor=train.loss.")
-    metrics = ("loss", "accuracy") if splits.task == "classification" else ("loss", "rmse", "mae")
-    if metric not in metrics:
-        raise ConfigError(f"train.monitor={cfg.train.monitor} is not a metric of this run; it has "
-                          f"{', '.join(f'{split}.{m}' for m in metrics)}.")
 
 
 # ---------------------------------------------------------------- config
@@ -204,12 +175,13 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype
     def flops(name: str) -> int:
         return totals.get(f"{root}.{name}" if name else root, 0)
 
-    rows = []
+    rows, counted = [], set()  # a weight shared by two layers (a GPT's tied embedding and head) counts once
     for name, m in layers:
         own = flops(name) - sum(flops(f"{name}.{child}" if name else child) for child, _ in m.named_children())
+        params = [p for p in m.parameters(recurse=False) if p.requires_grad and id(p) not in counted]
+        counted.update(id(p) for p in params)
         rows.append({"name": name or root, "type": type(m).__name__, "output_shape": shapes.get(name),
-                     "params": sum(p.numel() for p in m.parameters(recurse=False) if p.requires_grad),
-                     "macs": own // 2})
+                     "params": sum(p.numel() for p in params), "macs": own // 2})
     macs = counter.get_total_flops() // 2
     return {"layers": rows, "output_shape": _shape(output), "macs_per_example": macs,
             "unattributed_macs": macs - sum(r["macs"] for r in rows), "macs_note": MAC_NOTE}
@@ -226,53 +198,34 @@ def _shape(output: Any) -> Any:
 
 # ---------------------------------------------------------------- timing
 
-def _first(split: data.Split, n: int) -> data.Split:
-    return split if n >= len(split) else split.subset(np.arange(n))
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _time_steps(cfg: Config, splits: data.Splits, model: nn.Module, device: torch.device, dtype: torch.dtype,
-                steps: int, warnings: list[str]) -> dict:
-    """Median seconds of train_step on a copy of `model`, and the epoch and run times they imply."""
-    from .data.loader import make_batches
-    from .optim import build_optimizer
-    from .train import autocast_for, make_penalty, train_step
-
-    n_train = len(splits.train)
-    batch_size = n_train if cfg.optim.name == "gd" else cfg.train.batch_size
-    steps_per_epoch = -(-n_train // batch_size)
-    # Only the examples the timed steps use go to the device: batches of the same size and kind.
-    sub = replace(splits, train=_first(splits.train, batch_size * (WARMUP_STEPS + steps)))
-    train_batches = make_batches(sub, "train", batch_size, device, dtype, cfg, train=True)
-
-    model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    if device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        model = model.to(memory_format=torch.channels_last)  # as train() does
-    model.train()
-    loss_fn = losses.build_loss(cfg, splits.task, splits.num_classes)
-    optimizer = build_optimizer(cfg, model.parameters())
-    penalty = make_penalty(cfg, model)
-    autocast = autocast_for(cfg, device)
+def _time_steps(s: Setup, steps: int, warnings: list[str]) -> dict:
+    """Median seconds of the run's own training step (on the model check built, thrown away after),
+    and the epoch and run times they imply."""
+    cfg, device = s.cfg, s.device
+    batch_size = len(s.splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size
+    steps_per_epoch = len(s.train_batches)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def batches():
         epoch = 1
         while True:
-            yield from train_batches.epoch(cfg.train.seed, epoch)
+            yield from s.train_batches.epoch(cfg.train.seed, epoch)
             epoch += 1
 
     seconds, step_losses = [], []
     stream = batches()
+    s.model.train()
     for i in range(WARMUP_STEPS + steps):
         t = time.perf_counter()
         batch = next(stream)
-        with autocast:
-            loss, _ = train_step(model, batch, loss_fn, optimizer, penalty, cfg.train.clip_grad_norm)
+        with s.autocast:
+            loss, _ = s.step_fn(s.forward_model, batch, s.loss_fn, s.optimizer, s.penalty, cfg.train.clip_grad_norm)
         _sync(device)
         if i >= WARMUP_STEPS:
             seconds.append(time.perf_counter() - t)
@@ -285,10 +238,9 @@ def _time_steps(cfg: Config, splits: data.Splits, model: nn.Module, device: torc
         warnings.append(f"the loss became non-finite within {len(seconds) + WARMUP_STEPS} steps "
                         f"({step_losses[-1]}): training would diverge. Lower optim.lr (now {cfg.optim.lr}).")
 
-    eval_seconds = _time_eval(cfg, splits, model, device, dtype, autocast)
-    limit = cfg.eval.limit or math.inf
-    eval_steps = {name: -(-min(len(s), limit) // cfg.eval.batch_size) if s is not None else 0
-                  for name, s in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    eval_seconds = _time_eval(s)
+    eval_steps = {name: len(make_batches(s.splits, name, cfg.eval.batch_size, device, s.dtype, cfg) or [])
+                  for name in ("train", "val", "test")}
     val_seconds = eval_steps["val"] * eval_seconds
     epoch_seconds = steps_per_epoch * per_step + val_seconds
     final_eval = sum(eval_steps.values()) * eval_seconds  # train() scores every split once at the end
@@ -299,8 +251,8 @@ def _time_steps(cfg: Config, splits: data.Splits, model: nn.Module, device: torc
         "loss_first": step_losses[0], "loss_last": step_losses[-1],
         "steps_per_epoch": steps_per_epoch, "eval_batch_size": cfg.eval.batch_size,
         "eval_seconds_per_batch": eval_seconds, "val_batches": eval_steps["val"],
-        "val_seconds": val_seconds, "epoch_seconds": epoch_seconds, "epochs": cfg.train.epochs,
-        "final_eval_seconds": final_eval, "run_seconds": cfg.train.epochs * epoch_seconds + final_eval,
+        "val_seconds": val_seconds, "epoch_seconds": epoch_seconds, "epochs": s.rounds,
+        "final_eval_seconds": final_eval, "run_seconds": s.rounds * epoch_seconds + final_eval,
         "early_stopping": cfg.train.early_stopping.patience is not None,
     }
     if device.type == "cuda":
@@ -309,22 +261,17 @@ def _time_steps(cfg: Config, splits: data.Splits, model: nn.Module, device: torc
 
 
 @torch.no_grad()
-def _time_eval(cfg: Config, splits: data.Splits, model: nn.Module, device: torch.device, dtype: torch.dtype,
-               autocast) -> float:
-    """Median seconds of one evaluation batch (forward only, eval mode) on val (or test) examples."""
-    from .data.loader import make_batches
-
-    name = "val" if splits.val is not None else "test"
-    size = cfg.eval.batch_size
-    split = _first(getattr(splits, name), size * 4)
-    batches = make_batches(replace(splits, **{name: split}), name, size, device, dtype, cfg)
-    model.eval()
+def _time_eval(s: Setup) -> float:
+    """Median seconds of one evaluation batch (forward only, eval mode) of val (or test)."""
+    name = "val" if s.splits.val is not None else "test"
+    batches = make_batches(s.splits, name, s.cfg.eval.batch_size, s.device, s.dtype, s.cfg)
+    s.model.eval()
     seconds = []
     t = time.perf_counter()
     for i, (x, _) in enumerate(batches.epoch()):
-        with autocast:
-            model(x)
-        _sync(device)
+        with s.autocast:
+            s.forward_model(x)
+        _sync(s.device)
         if i > 0 or len(batches) == 1:  # the first batch warms up unless it is the only one
             seconds.append(time.perf_counter() - t)
             if sum(seconds) > EVAL_BUDGET_S:

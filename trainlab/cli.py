@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
     p.add_argument("input", metavar="INPUT", help="image file, folder of images, or CSV file")
     _add_common(p)
+    g = sub.add_parser("generate", help="sample text from a trained language-model run",
+                       description="Continue a prompt with a trained gpt run's best weights, one token at a "
+                       "time against a key-value cache; prints the text and the tokens per second.")
+    g.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote for model.name=gpt")
+    g.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    g.add_argument("--tokens", type=int, default=500, help="tokens to generate (default 500)")
+    g.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, default=200, help="sample among the K most likely tokens (default 200)")
+    g.add_argument("--top-p", type=float, help="sample within the nucleus of probability P (default off)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    g.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     _add_model_selection(sub)
     _add_search(sub)
     _add_check(sub)
@@ -72,9 +83,10 @@ def _run_train(args) -> dict:
             raise _usage("trainlab train needs -c CONFIG (e.g. -c examples/seed_mlp.yaml) or overrides.")
         cfg = load_config(args.config, args.overrides)
         result = train(cfg, out=args.out, smoke=args.smoke, data_dir=args.data_dir)
-    test = result.metrics.get("test", {})
-    headline = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
-    print(f"test: {headline}")
+    split = "test" if "test" in result.metrics else "val"  # a text split by position may have no test part
+    scores = result.metrics.get(split, {})
+    headline = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
+    print(f"{split}: {headline}")
     print(f"run: {result.run_dir}")
     return result.summary
 
@@ -109,6 +121,18 @@ def _run_predict(args) -> dict:
     if not args.json:
         print(format_predictions(predictions))
     return {"run_dir": args.run_dir, "input": args.input, "predictions": predictions}
+
+
+def _run_generate(args) -> dict:
+    from .generate import generate
+
+    result = generate(args.run_dir, args.prompt, tokens=args.tokens, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if not args.json:
+        print(result["prompt"] + result["text"])
+    print(f"{result['tokens']} tokens in {result['seconds']:.2f} s ({result['tokens_per_second']:.0f} tokens/s)",
+          file=sys.stderr)
+    return result
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -287,9 +311,9 @@ def _usage(message: str) -> TrainlabError:
     return ConfigError(message)
 
 
-COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "report": _run_report, "predict": _run_predict, "cv": _run_cv,
-            "lr-find": _run_lr_find, "compare": _run_compare, "sweep-size": _run_sweep_size,
-            "search": _run_search, "check": _run_check}
+COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "report": _run_report, "predict": _run_predict,
+            "generate": _run_generate, "cv": _run_cv, "lr-find": _run_lr_find, "compare": _run_compare,
+            "sweep-size": _run_sweep_size, "search": _run_search, "check": _run_check}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -14,9 +14,10 @@ from .errors import ConfigError
 
 DATASETS = (
     "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "imagefolder", "csv",
-    "digits", "iris", "wine", "breast_cancer", "diabetes",
+    "digits", "iris", "wine", "breast_cancer", "diabetes", "text", "tinyshakespeare",
 )
-BUILTIN_MODELS = ("mlp", "cnn", "resnet")
+TEXT_SETS = ("text", "tinyshakespeare")   # token streams for language models (model.name=gpt)
+BUILTIN_MODELS = ("mlp", "cnn", "resnet", "gpt")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu")
 OPTIMIZERS = ("gd", "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "reduce_on_plateau")
@@ -60,13 +61,16 @@ class DataConfig(Section):
 
     name: Literal[DATASETS] = Field("fashion-mnist", description=
         "the dataset: MNIST-format sets, CIFAR, `imagefolder` (class folders) and `csv` (both read "
-        "`data.path`), or one of scikit-learn's bundled sets (`diabetes` is a regression)")
+        "`data.path`), one of scikit-learn's bundled sets (`diabetes` is a regression), or text for a "
+        "language model: `text` (a UTF-8 file or folder of .txt files at `data.path`) or `tinyshakespeare` "
+        "(shipped with trainlab)")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description=
         "fraction of the training split held out for validation (stratified, seeded by `data.split_seed`); "
         "0 = no validation split (then `train.monitor` must be `train.*`)")
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description=
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description=
         "fraction carved out as the test split, only for sets without an official one (scikit-learn sets, "
-        "csv, imagefolder without `test/`)")
+        "csv, imagefolder without `test/`); text: the last fraction of the token stream (after val), "
+        "0 = none (text only)")
     split_seed: int = Field(0, description=
         "seed of the train/val(/test) split and of `data.limit`, independent of `train.seed`")
     dir: Optional[str] = Field(None, description=
@@ -85,6 +89,11 @@ class DataConfig(Section):
         "`device`: the split lives on the training device as one tensor; `stream`: batches come through a "
         "DataLoader; `auto`: device unless the split exceeds 4 GiB (imagefolder always streams)")
     workers: int = Field(2, ge=0, description="DataLoader worker processes when streaming")
+    tokenizer: Literal["char", "byte", "bpe"] = Field("char", description=
+        "text: `char` (the characters of the text), `byte` (UTF-8 bytes, 256 ids) or `bpe` (byte-level BPE "
+        "trained on the training split with Hugging Face tokenizers); saved as the run's tokenizer.json")
+    vocab_size: Optional[int] = Field(None, ge=257, description=
+        "text, `bpe` only: the vocabulary size to train (256 byte tokens plus merges); required for `bpe`")
     download: bool = Field(True, description=
         "download from the canonical address (SHA-256 checked) when no data root has the dataset")
 
@@ -93,9 +102,10 @@ class ModelConfig(Section):
     """Input and output widths come from the data; `trainlab check` prints the layers, shapes,
     parameters and multiply-accumulates a config builds."""
 
-    name: str = Field("mlp", json_schema_extra={"allowed": "`mlp`, `cnn`, `resnet` or `package.module:Class`"},
-                      description="`mlp`, `cnn` (LeNet-5 style), `resnet` (CIFAR ResNet), or a custom "
-                      "`nn.Module` class as `package.module:Class`")
+    name: str = Field("mlp", json_schema_extra={"allowed": "`mlp`, `cnn`, `resnet`, `gpt` or `package.module:Class`"},
+                      description="`mlp`, `cnn` (LeNet-5 style), `resnet` (CIFAR ResNet), `gpt` (a decoder-only "
+                      "transformer language model, for text data), or a custom `nn.Module` class as "
+                      "`package.module:Class`")
     hidden: list[int] = Field([128], json_schema_extra={"allowed": "each ≥ 1"}, description=
         "mlp: hidden layer widths (`[]` = linear / logistic regression)")
     activation: Literal[ACTIVATIONS] = Field("relu", description="activation after each hidden layer")
@@ -111,6 +121,12 @@ class ModelConfig(Section):
     depth: int = Field(20, ge=8, json_schema_extra={"allowed": "6n+2: 8, 14, 20, 32, 44, 56, 110, …"},
                        description="resnet: number of layers, 6n+2")
     width: int = Field(16, ge=1, description="resnet: channels of the first stage (doubled per stage)")
+    n_layer: int = Field(4, ge=1, description="gpt: transformer blocks")
+    n_head: int = Field(4, ge=1, description="gpt: attention heads per block (must divide `model.n_embd`)")
+    n_embd: int = Field(128, ge=1, description="gpt: width of the token embeddings and the residual stream")
+    block_size: int = Field(64, ge=1, description="gpt: context length, tokens (the windows trained on)")
+    bias: bool = Field(True, description="gpt: biases in the linear layers and LayerNorms")
+    rope: bool = Field(False, description="gpt: rotary position embeddings instead of learned positions")
     kwargs: dict[str, Any] = Field({}, description=
         "custom model: keyword arguments for the class; `input_shape` and `num_outputs` are passed too when "
         "its constructor names them")
@@ -199,6 +215,9 @@ class ScheduleConfig(Section):
     warmup_epochs: float = Field(0.0, ge=0.0, description=
         "linear warm-up length, epochs (may be fractional, counted in optimiser steps); not with `onecycle` "
         "or `reduce_on_plateau`")
+    warmup_steps: Optional[int] = Field(None, ge=0, description=
+        "linear warm-up length in optimiser steps; replaces `schedule.warmup_epochs` when set (the usual "
+        "unit with `train.steps`)")
     warmup_start: float = Field(0.1, gt=0.0, le=1.0, description=
         "warm-up starts at `warmup_start × optim.lr` and rises linearly to `optim.lr`")
     step_epochs: int = Field(10, ge=1, description="step: multiply the lr by `schedule.gamma` every this many epochs")
@@ -238,6 +257,9 @@ class TrainConfig(Section):
     """The training loop: epochs, batches, seed, device and precision, what is monitored and saved."""
 
     epochs: int = Field(10, ge=1, description="passes over the training split")
+    steps: Optional[int] = Field(None, ge=1, description=
+        "a budget of optimiser steps instead of `train.epochs` (language models: one metrics row every "
+        "`eval.every` steps); null = train by epochs")
     batch_size: int = Field(64, ge=1, description=
         "examples per optimiser step (ignored by `optim.name=gd`); the last batch may be smaller")
     seed: int = Field(0, description="seed of initialisation, dropout, the per-epoch shuffling and augmentation")
@@ -285,6 +307,9 @@ class EvalConfig(Section):
     `trainlab evaluate`."""
 
     batch_size: int = Field(1024, ge=1, description="batch size of the evaluation passes (no gradients)")
+    every: Optional[int] = Field(None, ge=1, description=
+        "with `train.steps`: optimiser steps between evaluations (one metrics.jsonl row each); must divide "
+        "`train.steps`; null = once, at the end")
     limit: Optional[int] = Field(None, ge=1, description=
         "evaluate on at most the first N examples of each split (val every epoch; train, val, test in the "
         "final evaluation); null = all; `--smoke` caps it at 512")
@@ -311,8 +336,29 @@ class Config(Section):
             raise ValueError("schedule.warmup_epochs cannot be combined with reduce_on_plateau")
         if self.schedule.name == "onecycle" and self.schedule.warmup_epochs:
             raise ValueError("onecycle has its own warm-up (schedule.pct_start); set schedule.warmup_epochs=0")
-        if self.data.name in ("csv", "imagefolder") and not self.data.path:
+        if self.data.name in ("csv", "imagefolder", "text") and not self.data.path:
             raise ValueError(f"data.name={self.data.name} needs data.path (the file or folder to read)")
+        text, gpt = self.data.name in TEXT_SETS, self.model.name == "gpt"
+        if text != gpt:
+            raise ValueError(f"model.name={self.model.name} and data.name={self.data.name} do not fit: text data "
+                             "(text, tinyshakespeare) trains model.name=gpt, and gpt trains on text")
+        if self.data.test_fraction == 0 and not text:
+            raise ValueError("data.test_fraction=0 is for text data only: other sets without an official test "
+                             "split need one carved out")
+        if self.data.tokenizer == "bpe" and text and self.data.vocab_size is None:
+            raise ValueError("data.tokenizer=bpe needs data.vocab_size (e.g. 512: 256 byte tokens + 256 merges)")
+        if gpt and self.model.n_embd % self.model.n_head:
+            raise ValueError(f"model.n_embd={self.model.n_embd} is not divisible by model.n_head="
+                             f"{self.model.n_head}: each head gets n_embd / n_head channels")
+        if self.train.steps is not None:
+            if not text:
+                raise ValueError("train.steps (a step budget) is for language-model runs for now; image and "
+                                 "tabular runs train by train.epochs")
+            every = self.eval.every or self.train.steps
+            if self.train.steps % every:
+                low = self.train.steps // every * every
+                raise ValueError(f"eval.every={every} does not divide train.steps={self.train.steps}: use "
+                                 f"train.steps={low or every} or {low + every}")
         return self
 
     def to_dict(self) -> dict:
@@ -375,8 +421,10 @@ def _explain(err: ValidationError, raw: dict) -> str:
             lines.append(f"Unknown config key '{loc}'.{hint}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            where = f"'{loc}'" if loc else "the config"
-            lines.append(f"Config key {where} = {value!r} is not allowed: {msg}.")
+            if loc:
+                lines.append(f"Config key '{loc}' = {value!r} is not allowed: {msg}.")
+            else:  # a check across keys: the message names them
+                lines.append(f"The config is not allowed: {msg}.")
     lines.append("See the config reference (docs/config.md; `make docs` builds the site) for every key, "
                  "its type, default, allowed values and meaning.")
     return "\n".join(lines)

@@ -16,7 +16,10 @@ def resolve_name(cfg, task: str, num_classes: int) -> str:
     """The loss actually used: `auto` becomes cross_entropy (classification) or mse (regression)."""
     name = cfg.loss.name
     if name == "auto":
-        return "cross_entropy" if task == "classification" else "mse"
+        return "mse" if task == "regression" else "cross_entropy"
+    if task == "language_model" and name != "cross_entropy":
+        raise ConfigError(f"loss.name={name}: a language model predicts the next token with cross_entropy. "
+                          "Use loss.name=cross_entropy (or auto).")
     if task == "regression" and name != "mse":
         raise ConfigError(f"loss.name={name} needs class labels, but data.name={cfg.data.name} is a "
                           "regression set. Use loss.name=mse (or auto).")
@@ -40,6 +43,9 @@ def build_loss(cfg, task: str, num_classes: int) -> LossFn:
     (B,) float targets (standardised for regression, so one lr suits both kinds of task).
     """
     name = resolve_name(cfg, task, num_classes)
+    if task == "language_model":  # output (B, T, V) logits, y (B, T) next tokens: the mean over tokens
+        smoothing = cfg.loss.label_smoothing
+        return lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten(), label_smoothing=smoothing)
     if name == "cross_entropy":
         smoothing = cfg.loss.label_smoothing
         return lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing)
@@ -62,7 +68,7 @@ def predictions(output: torch.Tensor, loss_name: str, task: str) -> torch.Tensor
 
 
 def predicted_labels(output: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """(B,) predicted class index without forming probabilities."""
+    """(B,) predicted class index without forming probabilities ((B, T) next tokens for a language model)."""
     if loss_name == "bce_with_logits":
         return (output.squeeze(1) > 0).long()
-    return output.argmax(1)
+    return output.argmax(-1)

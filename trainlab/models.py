@@ -230,10 +230,18 @@ def _build_custom(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: i
     return model
 
 
+def _build_gpt(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """A decoder-only transformer over `num_outputs` token ids (the vocabulary); input (N, block_size) ids."""
+    from .gpt import GPT, GPTConfig
+    return GPT(GPTConfig(vocab_size=num_outputs, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                         n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, rope=cfg.rope))
+
+
 BUILDERS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
     "mlp": _build_mlp,
     "cnn": _build_cnn,
     "resnet": _build_resnet,
+    "gpt": _build_gpt,
 }
 
 

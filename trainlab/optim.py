@@ -14,6 +14,18 @@ from torch.optim.optimizer import (_device_dtype_check_for_fused, _global_optimi
 from .config import Config
 
 
+def parameter_groups(cfg: Config, model: torch.nn.Module) -> Iterable:
+    """What the optimiser updates: all parameters, or for gpt two groups by rank (weight decay on
+    matrices and embeddings only, nanoGPT's rule); the decay is optim.weight_decay or torch's default."""
+    if cfg.model.name != "gpt":
+        return model.parameters()
+    from .gpt import decay_groups
+    decay = cfg.optim.weight_decay
+    if decay is None:
+        decay = 0.01 if cfg.optim.name == "adamw" else 0.0  # torch.optim's defaults
+    return decay_groups(model, decay)
+
+
 def build_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The optimiser `optim.name` names; unused keys were already warned about by the config.
 
@@ -140,8 +152,9 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
     with the monitored validation value. Returns None for a constant lr without warm-up.
     """
     s = cfg.schedule
-    total = steps_per_epoch * cfg.train.epochs
-    warmup = min(int(round(s.warmup_epochs * steps_per_epoch)), total - 1)
+    total = cfg.train.steps or steps_per_epoch * cfg.train.epochs
+    warmup = s.warmup_steps if s.warmup_steps is not None else int(round(s.warmup_epochs * steps_per_epoch))
+    warmup = min(warmup, total - 1)
     if s.name == "reduce_on_plateau":
         mode = "max" if higher_is_better(cfg.train.monitor) else "min"
         return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=s.gamma, patience=s.patience)

@@ -26,11 +26,14 @@ class Totals:
         self.loss, self.hits, self.abs_err, self.count = z(), z(), z(), 0
 
     def add(self, loss: Optional[torch.Tensor], output: torch.Tensor, y: torch.Tensor, loss_name: str) -> None:
-        """One batch: its mean loss (None: set later by losses_from_steps), outputs and targets."""
-        n = len(y)
+        """One batch: its mean loss (None: set later by losses_from_steps), outputs and targets.
+
+        Counts targets: examples, or for a language model the tokens predicted (y is (B, T)).
+        """
+        n = y.numel()
         if loss is not None:
             self.loss += loss.double() * n
-        if self.task == "classification":
+        if self.task != "regression":  # classification, or next tokens
             self.hits += (losses.predicted_labels(output, loss_name) == y).sum()
         else:
             self.abs_err += (output.squeeze(1) - y).abs().double().sum()
@@ -48,10 +51,11 @@ class Totals:
         self.count = state["count"]
 
     def result(self, y_std: float = 1.0) -> dict:
-        """loss; accuracy, or rmse and mae in the target's units (loss is on standardised targets)."""
+        """loss; accuracy (of next tokens too), or rmse and mae in the target's units (loss is on
+        standardised targets)."""
         n = max(self.count, 1)
         loss = float(self.loss) / n
-        if self.task == "classification":
+        if self.task != "regression":  # classification, or next tokens
             return {"loss": loss, "accuracy": float(self.hits) / n}
         return {"loss": loss, "rmse": math.sqrt(loss) * y_std if loss >= 0 else float("nan"),
                 "mae": float(self.abs_err) / n * y_std}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 
 class Progress:
     """A rich bar on a terminal, one line per epoch elsewhere (no bar spam in CI logs), or nothing."""
 
-    def __init__(self, mode: str, epochs: int, steps: int):
+    def __init__(self, mode: str, epochs: int, steps: int, budget: Optional[int] = None):
+        """`epochs` rows of `steps` steps each; `budget`: a step budget (train.steps) to count in instead."""
         self.mode = mode if mode != "auto" else ("bar" if sys.stderr.isatty() else "lines")
-        self.epochs, self.steps, self.bar, self.task = epochs, steps, None, None
+        self.epochs, self.steps, self.budget, self.bar, self.task = epochs, steps, budget, None, None
         if self.mode == "bar":
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
             self.bar = Bar(TextColumn("epoch {task.fields[epoch]}/" + str(epochs)), BarColumn(),
@@ -29,7 +31,7 @@ class Progress:
             self.bar.advance(self.task)
 
     def end_epoch(self, row: dict) -> None:
-        self.say(format_row(row, self.epochs))
+        self.say(format_row(row, self.epochs, self.budget))
 
     def say(self, text: str) -> None:
         if self.bar is not None:
@@ -42,9 +44,10 @@ class Progress:
             self.bar.stop()
 
 
-def format_row(row: dict, epochs: int) -> str:
-    """One metrics.jsonl row as a console line: 'epoch 3/10  lr 0.01  0.81s  train_loss 0.41 ...'."""
-    parts = [f"epoch {row['epoch']}/{epochs}"]
+def format_row(row: dict, epochs: int, steps: Optional[int] = None) -> str:
+    """One metrics.jsonl row as a console line: 'epoch 3/10  lr 0.01  0.81s  train_loss 0.41 ...';
+    with a step budget (`steps`) it starts 'step 500/2000'."""
+    parts = [f"epoch {row['epoch']}/{epochs}" if steps is None else f"step {row['step']}/{steps}"]
     for key, value in row.items():
         if key in ("epoch", "step"):
             continue

@@ -105,6 +105,11 @@ class RunDir:
         return self.path / "summary.json"
 
     @property
+    def tokenizer(self) -> Path:
+        """Language-model runs: the tokenizer fitted at the start, read back by resume and generate."""
+        return self.path / "tokenizer.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 

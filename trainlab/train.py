@@ -14,14 +14,14 @@ from .config import Config, build_config, load_config, save_config
 from .data.loader import Batches, make_batches
 from .device import autocast_for, place_model, resolve_device
 from .errors import ConfigError, DivergedError, Interrupted
-from .optim import build_optimizer, build_scheduler, is_better, step_optimizer
+from .optim import build_optimizer, build_scheduler, is_better, parameter_groups, step_optimizer
 from .passes import Totals, evaluate_model, summed_loss
 from .progress import Progress, format_row
-from .runs import RunDir, atomic_write_json, code_version
+from .runs import RunDir, atomic_write_json, atomic_write_text, code_version
 from .signals import SigintFlag
 
 # Names other modules import from here (packed training, search, lr-find, check).
-__all__ = ["Result", "train", "train_step", "make_penalty", "prepare_config", "evaluate_model", "summed_loss",
+__all__ = ["Result", "train", "train_step", "make_penalty", "prepare_config", "check_monitor", "evaluate_model", "summed_loss",
            "autocast_for", "resolve_device", "format_row"]
 
 
@@ -82,12 +82,12 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
         run.write_metrics(history)  # drop rows of an epoch that was re-started (not possible normally)
     from .loggers import make_logger
     logger = make_logger(cfg, run.path)  # before the loop: a missing package fails before training
-    console = Progress(cfg.train.progress, cfg.train.epochs, len(s.train_batches))
+    console = Progress(cfg.train.progress, s.rounds, len(s.train_batches), cfg.train.steps)
     console.say(describe(s))
     run_start = time.perf_counter() - state.seconds
     try:
         with SigintFlag() as sigint:
-            while state.epoch <= cfg.train.epochs and state.stopped_because != "early_stopping":
+            while state.epoch <= s.rounds and state.stopped_because != "early_stopping":
                 totals, seconds, first_bad = train_epoch(s, state, partial, sigint, console, on_step_end, run_start)
                 partial = None
                 if first_bad is not None:
@@ -117,14 +117,14 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
 class RunState:
     """Where the run stands, saved in every last.pt as "progress" (so resume continues from it)."""
 
-    epoch: int = 1                 # the epoch in progress, 1-based
+    epoch: int = 1                 # the epoch in progress, 1-based (with train.steps: the evaluation period)
     step: int = 0                  # steps of that epoch already done
     global_step: int = 0           # optimiser steps since the run began
     best_value: Optional[float] = None   # best train.monitor value so far, and its epoch
     best_epoch: Optional[int] = None
     bad_epochs: int = 0            # epochs since train.monitor last improved (early stopping)
     seconds: float = 0.0           # wall time of the run so far, resumed runs included
-    stopped_because: Optional[str] = None  # epochs | early_stopping | diverged
+    stopped_because: Optional[str] = None  # epochs | steps | early_stopping | diverged
 
 
 @dataclass
@@ -132,7 +132,7 @@ class Setup:
     """Everything one run trains with, built once from the config by build_setup (fields only)."""
 
     cfg: Config
-    run: RunDir
+    run: Optional[RunDir]           # None for trainlab check, which writes nothing
     device: torch.device
     dtype: torch.dtype
     splits: data.Splits
@@ -149,6 +149,7 @@ class Setup:
     scheduler: Any                  # an lr_scheduler, or None for a constant lr
     plateau: bool                   # reduce_on_plateau: stepped per epoch with the monitored value
     y_std: float                    # regression: the target's std (metrics in the target's units)
+    rounds: int                     # metrics rows to train for: train.epochs, or train.steps / eval.every
 
 
 def open_run(config, out, resume, smoke) -> tuple[Config, RunDir, Optional[dict]]:
@@ -167,30 +168,35 @@ def open_run(config, out, resume, smoke) -> tuple[Config, RunDir, Optional[dict]
     return cfg, run, None
 
 
-def build_setup(cfg: Config, run: RunDir, data_dir: Optional[str], splits: Optional[data.Splits],
+def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], splits: Optional[data.Splits],
                 model: Optional[torch.nn.Module], loss_fn: Optional[losses.LossFn],
                 step_fn: Optional[Callable]) -> Setup:
-    """Data, model, loss, batches, optimiser and schedule from the config (the seed fixes the init)."""
+    """Data, model, loss, batches, optimiser and schedule from the config (the seed fixes the init).
+
+    `run` None (trainlab check): nothing is written; a language model's tokenizer is fitted anew.
+    """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     dtype = getattr(torch, cfg.train.dtype)
     torch.manual_seed(cfg.train.seed)
-    splits = splits if splits is not None else data.load(cfg, data_dir)
+    if splits is None:
+        splits = data.load(cfg, data_dir, tokenizer=_saved_tokenizer(run))
+    check_monitor(cfg, splits)
+    if splits.task == "language_model" and run is not None and not run.tokenizer.exists():
+        atomic_write_text(run.tokenizer, splits.extra["tokenizer"].to_json())
     loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
     if model is None:
         from .models import build_model, check_output
         model = build_model(cfg.model, splits.input_shape, n_out)
-        check_output(model, splits.input_shape, n_out)
+        if splits.task != "language_model":  # token ids in, (B, T, V) out: GPT checks its own sizes
+            check_output(model, splits.input_shape, n_out)
     model = place_model(model, device, dtype)
     batch_size = len(splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size
     train_batches = make_batches(splits, "train", batch_size, device, dtype, cfg, train=True)
     val_batches = make_batches(splits, "val", cfg.eval.batch_size, device, dtype, cfg)
-    if cfg.train.monitor.startswith("val.") and val_batches is None:
-        raise ConfigError(f"train.monitor={cfg.train.monitor} needs a validation split, but data.val_fraction=0. "
-                          "Set data.val_fraction > 0 or train.monitor=train.loss.")
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, parameter_groups(cfg, model))
     scheduler = build_scheduler(cfg, optimizer, len(train_batches))
     return Setup(cfg=cfg, run=run, device=device, dtype=dtype, splits=splits, model=model,
                  forward_model=torch.compile(model) if cfg.train.compile else model,
@@ -198,7 +204,29 @@ def build_setup(cfg: Config, run: RunDir, data_dir: Optional[str], splits: Optio
                  step_fn=step_fn or train_step, penalty=make_penalty(cfg, model), autocast=autocast_for(cfg, device),
                  train_batches=train_batches, val_batches=val_batches, optimizer=optimizer, scheduler=scheduler,
                  plateau=isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
-                 y_std=splits.extra.get("target_std", 1.0))
+                 y_std=splits.extra.get("target_std", 1.0),
+                 rounds=cfg.train.steps // (cfg.eval.every or cfg.train.steps) if cfg.train.steps else cfg.train.epochs)
+
+
+def _saved_tokenizer(run: Optional[RunDir]):
+    """A language-model run's tokenizer.json when it has one (resume): never fitted twice."""
+    if run is None or not run.tokenizer.exists():
+        return None
+    from .data.text import Tokenizer
+    return Tokenizer.from_json(run.tokenizer.read_text())
+
+
+def check_monitor(cfg: Config, splits: data.Splits) -> None:
+    """train.monitor must name a metric every epoch's row has: fail before training, not after an epoch."""
+    split, metric = cfg.train.monitor.split(".", 1)
+    if split == "val" and splits.val is None:
+        raise ConfigError(f"train.monitor={cfg.train.monitor} needs a validation split, but data.val_fraction=0. "
+                          "Set data.val_fraction > 0 or train.monitor=train.loss.")
+    metrics = {"classification": ("loss", "accuracy"), "regression": ("loss", "rmse", "mae"),
+               "language_model": ("loss", "accuracy", "perplexity", f"bits_per_{splits.extra.get('unit')}")}[splits.task]
+    if metric not in metrics:
+        raise ConfigError(f"train.monitor={cfg.train.monitor} is not a metric of this run; it has "
+                          f"{', '.join(f'{split}.{m}' for m in metrics)}.")
 
 
 def restore(s: Setup, saved: Optional[dict]) -> tuple[RunState, Optional[dict]]:
@@ -221,6 +249,11 @@ def restore(s: Setup, saved: Optional[dict]) -> tuple[RunState, Optional[dict]]:
 def describe(s: Setup) -> str:
     """The line a run starts with: what it trains on, how many steps, where."""
     where = f"cpu, {torch.get_num_threads()} threads" if s.device.type == "cpu" else str(s.device)
+    if s.splits.task == "language_model":
+        from .models import count_parameters
+        return (f"{s.cfg.name}: {len(s.splits.train)} training tokens, vocabulary {s.splits.num_classes}, "
+                f"{count_parameters(s.model):,} parameters, {s.rounds} x {len(s.train_batches)} steps, "
+                f"device {where}, run {s.run.path}")
     return (f"{s.cfg.name}: {len(s.splits.train)} training examples, {len(s.train_batches)} steps per epoch, "
             f"device {where}, run {s.run.path}")
 
@@ -309,21 +342,33 @@ def epoch_row(s: Setup, state: RunState, totals: Totals, seconds: float) -> dict
     """The epoch's metrics.jsonl row: running training totals, then a validation pass in eval mode."""
     row = {"epoch": state.epoch, "step": state.global_step, "lr": s.optimizer.param_groups[0]["lr"],
            "seconds": seconds}
-    row.update({f"train_{k}": v for k, v in totals.result(s.y_std).items()})
+    if s.splits.task == "language_model":
+        tokens = sum(s.train_batches.batch_sizes())  # tokens predicted this period
+        row.update(tokens=state.global_step * tokens // len(s.train_batches), tokens_per_second=tokens / seconds)
+    row.update({f"train_{k}": v for k, v in scores(s, totals.result(s.y_std)).items()})
     if s.val_batches is not None:
-        with s.autocast:
-            val = evaluate_model(s.forward_model, s.val_batches, s.loss_fn, s.splits.task, s.loss_name, s.y_std)
-        row.update({f"val_{k}": v for k, v in val.items()})
+        row.update({f"val_{k}": v for k, v in evaluate(s, s.val_batches).items()})
     return row
+
+
+def evaluate(s: Setup, batches: Batches) -> dict:
+    """A pass over `batches` in eval mode with the run's model, loss and precision."""
+    with s.autocast:
+        return scores(s, evaluate_model(s.forward_model, batches, s.loss_fn, s.splits.task, s.loss_name, s.y_std))
+
+
+def scores(s: Setup, metrics: dict) -> dict:
+    """A pass's metrics; for a language model with perplexity and bits per character (or byte)."""
+    if s.splits.task != "language_model":
+        return metrics
+    from .data.text import language_metrics
+    return {**metrics, **language_metrics(metrics["loss"], s.splits.extra)}
 
 
 def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
     """train.monitor's value of the epoch: best.pt when it improves, early stopping, reduce_on_plateau."""
     cfg = s.cfg
-    value = row.get(cfg.train.monitor.replace(".", "_", 1))
-    if value is None:
-        raise ConfigError(f"train.monitor={cfg.train.monitor} is not a metric of this run; "
-                          f"it has {', '.join(k.replace('_', '.', 1) for k in row if '_' in k)}.")
+    value = row[cfg.train.monitor.replace(".", "_", 1)]  # a metric of the row: check_monitor made sure
     if is_better(value, state.best_value, cfg.train.monitor, cfg.train.early_stopping.min_delta):
         state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
         checkpoint.save(s.run.best, {"model": s.model.state_dict(), "epoch": state.epoch,
@@ -336,8 +381,8 @@ def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
     patience = cfg.train.early_stopping.patience
     if patience is not None and state.bad_epochs >= patience:
         state.stopped_because = "early_stopping"
-    elif state.epoch == cfg.train.epochs:
-        state.stopped_because = "epochs"
+    elif state.epoch == s.rounds:
+        state.stopped_because = "steps" if cfg.train.steps else "epochs"
 
 
 def final_metrics(s: Setup) -> dict:
@@ -350,9 +395,7 @@ def final_metrics(s: Setup) -> dict:
         batches = s.val_batches if name == "val" else make_batches(s.splits, name, s.cfg.eval.batch_size,
                                                                     s.device, s.dtype, s.cfg)
         if batches is not None:
-            with s.autocast:
-                final[name] = evaluate_model(s.forward_model, batches, s.loss_fn, s.splits.task, s.loss_name,
-                                             s.y_std)
+            final[name] = evaluate(s, batches)
     return final
 
 
@@ -406,9 +449,13 @@ def prepare_config(config: Config | dict | str | Path) -> Config:
 
 
 def _apply_smoke(cfg: Config) -> Config:
-    """--smoke: at most 2 epochs on 512 training examples, evaluation on 512: seconds, end to end."""
+    """--smoke: at most 2 epochs (or 2 x 10 steps) on 512 training examples, evaluation on 512: seconds."""
     raw = cfg.to_dict()
     raw["train"]["epochs"] = min(cfg.train.epochs, 2)
+    if cfg.train.steps:  # a step budget: at most 2 evaluations 10 steps apart
+        every = min(cfg.eval.every or cfg.train.steps, 10)
+        steps = min(cfg.train.steps // every, 2) * every
+        raw["train"]["steps"], raw["eval"]["every"] = steps, every
     raw["data"]["limit"] = min(cfg.data.limit or 512, 512)
     raw["eval"]["limit"] = min(cfg.eval.limit or 512, 512)
     return build_config(raw)

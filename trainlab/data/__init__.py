@@ -46,7 +46,17 @@ class FileSplit:
         return FileSplit([self.files[i] for i in index], self.y[torch.as_tensor(index, dtype=torch.long)])
 
 
-Split = Union[ArraySplit, FileSplit]
+@dataclass
+class TokenSplit:
+    """A stretch of a token stream (language models): consecutive token ids of the text."""
+
+    ids: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+Split = Union[ArraySplit, FileSplit, TokenSplit]
 
 
 @dataclass
@@ -80,6 +90,9 @@ class Splits:
 
     @property
     def num_classes(self) -> int:
+        """Classes; for a language model the vocabulary (each next token is one of them)."""
+        if self.task == "language_model":
+            return self.extra["vocab_size"]
         return len(self.classes) if self.classes else 0
 
     @property
@@ -114,14 +127,19 @@ def split_off(split: Split, fraction: float, task: str, seed: int) -> tuple[Spli
     return split.subset(np.sort(rest)), split.subset(np.sort(held))
 
 
-def load(cfg, data_dir: Optional[str] = None) -> Splits:
+def load(cfg, data_dir: Optional[str] = None, tokenizer=None) -> Splits:
     """Load the dataset `cfg.data` names and split it.
 
     >>> splits = load(load_config("examples/seed_mlp.yaml"))
     >>> splits.train.x.shape      # torch.Size([54000, 1, 28, 28])
+    Text (language models): `tokenizer`, a text.Tokenizer read from a run's tokenizer.json, is used
+    instead of fitting one.
     """
     d = cfg.data
     data_dir = data_dir or d.dir
+    if d.name in ("text", "tinyshakespeare"):
+        from . import text
+        return text.token_splits(cfg, data_dir, tokenizer)
     if d.name in ("mnist", "fashion-mnist", "kmnist"):
         from . import idx
         source = idx.load(d.name, data_dir, download=d.download)

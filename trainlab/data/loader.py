@@ -169,6 +169,11 @@ def make_batches(splits: Splits, split_name: str, batch_size: int, device: torch
     split = getattr(splits, split_name)
     if split is None:
         return None
+    if splits.task == "language_model":
+        from .text import TokenBatches
+        steps = (cfg.eval.every or cfg.train.steps) if train else None  # optimiser steps between evaluations
+        return TokenBatches(split, cfg.model.block_size, batch_size, device, split_name, steps=steps,
+                            limit=None if train else cfg.eval.limit)
     return Batches(split, splits, batch_size, device, dtype, shuffle=train,
                    augment=cfg.regularize.augment if train else None, mode=cfg.data.loader,
                    workers=cfg.data.workers, limit=None if train else cfg.eval.limit)
