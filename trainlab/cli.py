@@ -71,17 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args) -> dict:
-    from .config import load_config
-    from .train import train
-
+    # Usage is checked before torch is imported: a wrong command line answers at once.
     if args.resume:
         if args.config or args.overrides:
             raise _usage("--resume continues a run with its saved config; drop -c and overrides.")
+        from .train import train
         result = train(None, resume=args.resume, data_dir=args.data_dir)
     else:
-        if not args.config and not args.overrides:
-            raise _usage("trainlab train needs -c CONFIG (e.g. -c examples/seed_mlp.yaml) or overrides.")
-        cfg = load_config(args.config, args.overrides)
+        cfg = _load_for(args, "train")
+        from .train import train
         result = train(cfg, out=args.out, smoke=args.smoke, data_dir=args.data_dir)
     split = "test" if "test" in result.metrics else "val"  # a text split by position may have no test part
     scores = result.metrics.get(split, {})
@@ -202,36 +200,40 @@ def _load_for(args, command: str):
 
 
 def _run_cv(args) -> dict:
+    cfg = _load_for(args, "cv")  # usage and config errors before torch is imported
     from .crossval import cross_validate, format_cv
 
-    cv = cross_validate(_load_for(args, "cv"), folds=args.folds, repeats=args.repeats, stratified=args.stratified,
+    cv = cross_validate(cfg, folds=args.folds, repeats=args.repeats, stratified=args.stratified,
                         out=args.out, data_dir=args.data_dir, metric=args.metric)
     print(format_cv(cv))
     return cv
 
 
 def _run_lr_find(args) -> dict:
+    cfg = _load_for(args, "lr-find")  # usage and config errors before torch is imported
     from .lrfind import format_lr_find, lr_find
 
-    found = lr_find(_load_for(args, "lr-find"), min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps,
+    found = lr_find(cfg, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps,
                     out=args.out, data_dir=args.data_dir)
     print(format_lr_find(found))
     return found
 
 
 def _run_compare(args) -> dict:
+    cfg = _load_for(args, "compare")  # usage and config errors before torch is imported
     from .compare import compare, format_compare, parse_varies
 
-    result = compare(_load_for(args, "compare"), parse_varies(args.vary), seeds=args.seeds, out=args.out,
+    result = compare(cfg, parse_varies(args.vary), seeds=args.seeds, out=args.out,
                      data_dir=args.data_dir, metric=args.metric)
     print(format_compare(result))
     return result
 
 
 def _run_sweep_size(args) -> dict:
+    cfg = _load_for(args, "sweep-size")  # usage and config errors before torch is imported
     from .compare import format_sweep, sweep_size
 
-    sweep = sweep_size(_load_for(args, "sweep-size"), widths=args.widths, depths=args.depths, out=args.out,
+    sweep = sweep_size(cfg, widths=args.widths, depths=args.depths, out=args.out,
                        data_dir=args.data_dir)
     print(format_sweep(sweep))
     return sweep
@@ -299,9 +301,10 @@ def _add_check(sub) -> None:
 
 
 def _run_check(args) -> dict:
+    cfg = _load_for(args, "check")  # usage and config errors before torch is imported
     from .check import check, format_check
 
-    result = check(_load_for(args, "check"), data_dir=args.data_dir, out=args.out, steps=args.steps)
+    result = check(cfg, data_dir=args.data_dir, out=args.out, steps=args.steps)
     print(format_check(result))
     return result
 
