@@ -95,6 +95,8 @@ def test_bad_language_model_input_is_a_clear_error(tmp_path):
         load_config(ROOT / "examples/seed_mlp.yaml", ["model.name=gpt"])
     with pytest.raises(ConfigError, match="needs data.vocab_size"):
         _config("data.tokenizer=bpe")
+    proc = run_cli("cv", "-c", ROOT / "examples/shakespeare_char.yaml", "--folds", "2")
+    assert proc.returncode == 2 and "does not fold a text stream" in proc.stderr and "Traceback" not in proc.stderr
     # A context longer than the val split (1% of 1.1 MB: 11,153 characters).
     with pytest.raises(DataError, match="too few for one window"):
         train(_config("data.val_fraction=0.00001", "model.block_size=64"), out=tmp_path / "a")
@@ -106,3 +108,76 @@ def test_bad_language_model_input_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="latin1.txt") as err:
         train(_config("data.name=text", f"data.path={bad}"), out=tmp_path / "c")
     assert "offset 18" in str(err.value)  # 'First Citizen: caf' is 18 bytes; the 0xe9 comes next
+
+
+def test_accumulate_4_at_batch_8_equals_batch_32(tmp_path, one_thread):
+    """The same 32 windows per step, as one batch or as 4 accumulated micro-batches of 8.
+
+    Only the order of the float sums differs (the loss mean over 32 x 32 tokens and the gradient
+    sums: one reduction or four partial ones). In float64 each such sum is exact to about
+    n * 2^-53 relative (n <= 1024 terms: 1e-13); 5 steps of SGD with momentum 0.9 and lr 0.1 carry
+    it to the weights with a gain of at most sum(0.9^k) * lr * steps = 5 (the weights stay O(1)),
+    so |dw| <= 1e-12 leaves a factor 100 above that.
+    """
+    common = ["train.steps=5", "eval.every=5", "optim.name=sgd", "optim.lr=0.1", "optim.momentum=0.9",
+              "schedule.name=constant", "schedule.warmup_steps=null", "model.dropout=0", "train.dtype=float64"]
+    whole = train(_config(*common, "train.batch_size=32"), out=tmp_path / "whole")
+    parts = train(_config(*common, "train.batch_size=8", "train.accumulate=4"), out=tmp_path / "parts")
+    for a, b in zip(whole.model.parameters(), parts.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert whole.history[0]["tokens"] == parts.history[0]["tokens"] == 5 * 32 * 32
+    assert math.isclose(whole.history[0]["train_loss"], parts.history[0]["train_loss"], rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("tokenizer", ["bpe", "byte"])
+def test_bpe_on_a_folder_and_byte_runs_train_and_generate(tokenizer, tmp_path, one_thread):
+    """Real text: the first 200,000 characters of Tiny Shakespeare as three .txt files in a folder."""
+    text = (ROOT / "trainlab/data/tinyshakespeare.txt").read_text()[:200_000]
+    folder = tmp_path / "plays"
+    folder.mkdir()
+    for i, start in enumerate(range(0, len(text), 70_000)):
+        (folder / f"part{i}.txt").write_text(text[start:start + 70_000])
+    extra = ["data.vocab_size=320"] if tokenizer == "bpe" else []
+    cfg = _config("data.name=text", f"data.path={folder}", f"data.tokenizer={tokenizer}", *extra,
+                  "data.test_fraction=0.05")
+    result = train(cfg, out=tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
+    assert saved["kind"] == tokenizer
+    vocab = 320 if tokenizer == "bpe" else 256
+    row = result.history[-1]
+    # Bits per byte: the loss in bits times tokens per byte (BPE merges make that ratio < 1).
+    assert "val_bits_per_byte" in row and row["val_loss"] < math.log(vocab)
+    assert set(result.metrics) == {"train", "val", "test"}
+    out = generate(tmp_path / "run", "KING HENRY:", tokens=20, temperature=0)
+    assert out["tokens"] == 20 and isinstance(out["text"], str)
+
+
+def test_evaluate_a_language_model_run_writes_metrics_samples_and_report(tmp_path, one_thread):
+    train(_config(), out=tmp_path / "run")
+    proc = run_cli("evaluate", tmp_path / "run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["split"] == "val" and result["task"] == "language_model"  # no test part: val
+    # Every non-overlapping window of the val split, at most eval.limit=64 of them, 32 tokens each.
+    assert result["n_tokens"] == 64 * 32
+    assert math.isclose(result["perplexity"], math.exp(result["loss"]), rel_tol=1e-12)
+    assert [s["prompt"] for s in result["samples"]] == ["\n", "ROMEO:"] and all(s["text"] for s in result["samples"])
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Generated text" in page and "perplexity" in page and "ROMEO:" in page
+
+
+def test_sweep_size_on_a_gpt_fits_a_scaling_law(tmp_path, one_thread):
+    from trainlab.compare import sweep_size
+    cfg = _config("train.steps=30", "eval.every=30", "model.n_head=2")
+    sweep = sweep_size(cfg, widths=[16, 32], depths=[1, 2], out=tmp_path / "sweep")
+    assert len(sweep["points"]) == 4 and sweep["metric"] == "loss"
+    params = [p["params"] for p in sweep["points"]]
+    assert params == sorted(params) and len(set(params)) == 4
+    fit = sweep["fit"]
+    assert set(fit) >= {"a", "alpha", "c", "rms_residual"} and 0 <= fit["alpha"] <= 5
+    # Least squares over a family that holds the constant (a = 0): no worse than the mean's spread.
+    losses = [p["val"] for p in sweep["points"]]
+    spread = (sum((v - sum(losses) / 4) ** 2 for v in losses) / 4) ** 0.5
+    assert fit["rms_residual"] <= spread * (1 + 1e-6)
+    assert (tmp_path / "sweep" / "capacity.png").stat().st_size > 1000
+    assert "scaling fit" in (tmp_path / "sweep" / "report.html").read_text()

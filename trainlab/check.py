@@ -207,7 +207,7 @@ def _time_steps(s: Setup, steps: int, warnings: list[str]) -> dict:
     """Median seconds of the run's own training step (on the model check built, thrown away after),
     and the epoch and run times they imply."""
     cfg, device = s.cfg, s.device
-    batch_size = len(s.splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size
+    batch_size = len(s.splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size * cfg.train.accumulate
     steps_per_epoch = len(s.train_batches)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -225,7 +225,8 @@ def _time_steps(s: Setup, steps: int, warnings: list[str]) -> dict:
         t = time.perf_counter()
         batch = next(stream)
         with s.autocast:
-            loss, _ = s.step_fn(s.forward_model, batch, s.loss_fn, s.optimizer, s.penalty, cfg.train.clip_grad_norm)
+            loss, _ = s.step_fn(s.forward_model, batch, s.loss_fn, s.optimizer, s.penalty, cfg.train.clip_grad_norm,
+                                **s.step_kwargs)
         _sync(device)
         if i >= WARMUP_STEPS:
             seconds.append(time.perf_counter() - t)

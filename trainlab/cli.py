@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Metrics, predictions.csv, diagnosis and report.html of a trained run, "
                        "written into RUN_DIR/eval/ and RUN_DIR/report.html.")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
-    e.add_argument("--split", default="test", help="split to score: test (default), val or train")
+    e.add_argument("--split", help="split to score: test (default; val for a text run without a test part), "
+                   "val or train")
     _add_common(e)
 
     r = sub.add_parser("report", help="write report.html for a run, or overlay several runs side by side",

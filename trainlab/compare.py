@@ -354,21 +354,26 @@ def sweep_size(config: Config | dict | str | Path, widths: Sequence[int], depths
     more than 10% of its val loss). Depth 0 is the linear model.
     """
     cfg = prepare(config)
-    if cfg.model.name != "mlp":
-        raise ConfigError(f"sweep-size varies model.hidden of an MLP; this config has model.name="
-                          f"{cfg.model.name}. Set model.name=mlp.")
+    gpt = cfg.model.name == "gpt"
+    if cfg.model.name != "mlp" and not gpt:
+        raise ConfigError(f"sweep-size varies model.hidden of an MLP, or model.n_layer and model.n_embd of a "
+                          f"gpt; this config has model.name={cfg.model.name}. Set model.name=mlp.")
     widths, depths = [int(w) for w in widths], [int(d) for d in depths]
     if not widths or not depths:
         raise ConfigError("Give at least one width and one depth, e.g. --widths 32,128,512 --depths 1,2.")
     if any(w < 1 for w in widths):
         raise ConfigError(f"--widths {widths}: every width must be >= 1.")
-    if any(d < 0 for d in depths):
-        raise ConfigError(f"--depths {depths}: every depth must be >= 0 (0 = a linear model).")
+    if any(d < (1 if gpt else 0) for d in depths):
+        raise ConfigError(f"--depths {depths}: every depth must be >= {1 if gpt else 0}"
+                          f"{' (transformer blocks)' if gpt else ' (0 = a linear model)'}.")
     shapes = list(dict.fromkeys((d, w if d else 0) for d in depths for w in widths))  # depth 0 has no width
 
     splits = data.load(cfg, data_dir)
     task = splits.task
     metric = "accuracy" if task == "classification" else "loss"
+    # A gpt's sizes are blocks x width; every run gets the same train.steps, so the same tokens.
+    size_keys = (lambda d, w: {"model.n_layer": d, "model.n_embd": w}) if gpt else (
+        lambda d, w: {"model.hidden": [w] * d})
     path = output_dir(out, f"{cfg.name}-sweep-size")
     save_config(cfg, path / "config.yaml")
     from .models import count_parameters
@@ -377,7 +382,7 @@ def sweep_size(config: Config | dict | str | Path, widths: Sequence[int], depths
     points, start = [], time.perf_counter()
     for depth, width in shapes:
         hidden = [width] * depth
-        run_cfg = inner_progress(derive(cfg, {"model.hidden": hidden}))
+        run_cfg = inner_progress(derive(cfg, size_keys(depth, width)))
         result = train(run_cfg, out=path / f"depth-{depth}-width-{width}", data_dir=data_dir, splits=splits)
         m = result.metrics
         point = {"depth": depth, "width": width, "hidden": hidden, "params": count_parameters(result.model),
@@ -388,6 +393,8 @@ def sweep_size(config: Config | dict | str | Path, widths: Sequence[int], depths
             f"val {metric} {point['val'] if point['val'] is not None else math.nan:.4f}")
     points.sort(key=lambda p: (p["params"], p["depth"]))
     marks = _capacity_marks(points, metric)
+    if gpt:
+        marks["fit"] = fit_scaling_law(points)
     sweep = {"metric": metric, "points": points, **marks, "out_dir": str(path),
              "report": str(path / "report.html"), "plot": str(path / "capacity.png"),
              "seconds": time.perf_counter() - start,
@@ -403,6 +410,30 @@ def sweep_size(config: Config | dict | str | Path, widths: Sequence[int], depths
     atomic_write_json(path / "sweep.json", sweep)
     atomic_write_text(path / "report.html", render_sweep_report(sweep, path, fig))
     return sweep
+
+
+def fit_scaling_law(points: list[dict]) -> Optional[dict]:
+    """L(N) = a * N^(-alpha) + c of val loss against parameters N, least squares (scipy's curve_fit,
+    the form scaling-law papers fit); None with fewer than 4 sizes (3 unknowns need a 4th to judge)."""
+    sizes = [(p["params"], p["val"]) for p in points if p["val"] is not None]
+    if len({n for n, _ in sizes}) < 4:
+        return None
+    from scipy.optimize import curve_fit
+    n = np.array([float(x) for x, _ in sizes])
+    loss = np.array([y for _, y in sizes])
+    scale = n.min()  # N / N_min keeps the power's base near 1: a well-conditioned fit
+
+    def law(x, a, alpha, c):
+        return a * (x / scale) ** (-alpha) + c
+
+    try:
+        (a, alpha, c), _ = curve_fit(law, n, loss, p0=(loss.max() - loss.min() + 1e-3, 0.3, loss.min() * 0.9),
+                                     bounds=([0.0, 0.0, 0.0], [np.inf, 5.0, np.inf]), maxfev=20000)
+    except (RuntimeError, ValueError) as err:  # no convergence: say so instead of drawing a wrong curve
+        return {"error": str(err)}
+    residual = loss - law(n, a, alpha, c)
+    return {"formula": "val_loss = a * (N / N_min)^(-alpha) + c", "a": float(a), "alpha": float(alpha),
+            "c": float(c), "N_min": float(scale), "rms_residual": float(np.sqrt(np.mean(residual ** 2)))}
 
 
 def _capacity_marks(points: list[dict], metric: str) -> dict:
@@ -450,6 +481,11 @@ def plot_capacity(points: list[dict], metric: str, marks: dict):
     if marks.get("gap_opens_at"):
         ax.axvline(marks["gap_opens_at"]["params"], color="tab:red", linestyle="--", linewidth=1.2,
                    label="gap opens")
+    fit = marks.get("fit")
+    if fit and "alpha" in fit:
+        n = np.geomspace(min(p["params"] for p in points), max(p["params"] for p in points), 100)
+        ax.plot(n, fit["a"] * (n / fit["N_min"]) ** (-fit["alpha"]) + fit["c"], color="black", linewidth=1,
+                label=f"fit: {fit['a']:.3g}·(N/N_min)^-{fit['alpha']:.3g} + {fit['c']:.3g}")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(metric)
@@ -470,7 +506,10 @@ def render_sweep_report(sweep: dict, path: Path, fig) -> str:
 
     marks = html_table(["", "model"], [("best val", _where(sweep["best"])),
                                        ("val saturates at", _where(sweep["saturates_at"])),
-                                       ("gap opens at", _where(sweep["gap_opens_at"]))])
+                                       ("gap opens at", _where(sweep["gap_opens_at"]))]
+                       + ([("scaling fit", f"val loss = {fit['a']:.4g} · (N / {fit['N_min']:.0f})^-{fit['alpha']:.4g}"
+                                           f" + {fit['c']:.4g}, rms residual {fit['rms_residual']:.2g}")]
+                          if (fit := sweep.get("fit")) and "alpha" in fit else []))
     body = html_image(fig, "capacity curve") + marks + html_note(sweep["rule"] + ".")
     sections = [html_section("capacity", "Capacity curve", body)]
     sections.append(html_section("table", "Models", f"<div class='wide'>{table}</div>"))
@@ -493,5 +532,9 @@ def format_sweep(sweep: dict) -> str:
         lines.append(f"{p['depth']:>5} {p['width']:>6} {p['params']:>10} {p['train']:>16.4f} {val:>16}")
     for key, label in (("saturates_at", "val saturates at"), ("gap_opens_at", "gap opens at")):
         lines.append(f"{label}: {_where(sweep[key])}")
+    fit = sweep.get("fit")
+    if fit and "alpha" in fit:
+        lines.append(f"fit: val loss = {fit['a']:.4g} * (N / {fit['N_min']:.0f})^-{fit['alpha']:.4g} + {fit['c']:.4g} "
+                     f"(rms residual {fit['rms_residual']:.2g})")
     lines.append(f"report: {sweep['report']}")
     return "\n".join(lines)

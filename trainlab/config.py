@@ -278,6 +278,10 @@ class TrainConfig(Section):
         "which weights the final train/val/test evaluation in summary.json uses: `best` (`best.pt`, falling "
         "back to the last weights when there is none) or `last`")
     early_stopping: EarlyStoppingConfig = Field(EarlyStoppingConfig(), description="early stopping on `train.monitor`")
+    accumulate: int = Field(1, ge=1, description=
+        "gradient accumulation: each optimiser step sums the gradients of this many batches of "
+        "`train.batch_size` (backward once per batch, so activations of one batch at a time), the same "
+        "update as one batch this many times larger")
     clip_grad_norm: Optional[float] = Field(None, gt=0.0, description=
         "clip the global L2 norm of the gradients to this value; null = no clipping")
     checkpoint_every: Optional[int] = Field(None, ge=1, description=

@@ -214,6 +214,10 @@ def cross_validate(config: Config | dict | str | Path, folds: int = 5, repeats: 
     """
     cfg = prepare(config)
     check_counts(folds, repeats)  # before any data is read
+    if cfg.model.name == "gpt":
+        raise ConfigError("trainlab cv does not fold a text stream: neighbouring windows share context, so "
+                          "every fold would train on its own validation text. Compare language-model settings "
+                          "on the held-out val split with `trainlab compare` (several seeds) instead.")
     pool = training_pool(cfg, data_dir)
     if stratified is None:
         stratified = pool.task == "classification"

@@ -30,7 +30,7 @@ from . import checkpoint, data, losses
 from .config import Config, load_config
 from .data import FileSplit, Splits
 from .data.loader import make_batches
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .runs import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 SPLITS = ("train", "val", "test")
@@ -95,7 +95,14 @@ def load_run(run_dir: str | Path, data_dir: Optional[str] = None,
     # The training device when it is still there; a run trained on cuda evaluates on the CPU otherwise.
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, cfg.train.dtype)
-    splits = data.load(cfg, data_dir)
+    tokenizer = None
+    if cfg.model.name == "gpt":  # a language model reads its text through the run's own tokenizer
+        if not run.tokenizer.is_file():
+            raise DataError(f"'{run.tokenizer}' is missing: a language-model run needs its tokenizer. Train the "
+                            "run again, or restore the file.")
+        from .data.text import Tokenizer
+        tokenizer = Tokenizer.from_json(run.tokenizer.read_text())
+    splits = data.load(cfg, data_dir, tokenizer=tokenizer)
     loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
     if model is None:
         from .models import build_model
@@ -174,9 +181,10 @@ def _wrong_examples(trained: TrainedRun, split: str, y: np.ndarray, proba: np.nd
             "confidence": conf[index].astype(np.float64), "index": index.astype(np.int64)}
 
 
-def evaluate(run_dir: str | Path, split: str = "test", data_dir: Optional[str] = None,
+def evaluate(run_dir: str | Path, split: Optional[str] = None, data_dir: Optional[str] = None,
              model: Optional[torch.nn.Module] = None, report: bool = True) -> dict:
-    """Score a trained run on `split` ("test", "val" or "train"); returns eval/metrics.json's object.
+    """Score a trained run on `split` ("test", "val" or "train"; default test, or val for a text run
+    split without a test part); returns eval/metrics.json's object.
 
     >>> m = evaluate("runs/seed_mlp-20261128-171500")
     >>> m["accuracy"], m["f1_macro"], m["roc_auc_ovr_macro"]
@@ -184,15 +192,23 @@ def evaluate(run_dir: str | Path, split: str = "test", data_dir: Optional[str] =
     eval.batch_size and eval.limit, and writes RUN/eval/ (module docstring) and, unless
     report=False, RUN/report.html. `model`: the nn.Module object a run was trained with, if any.
     """
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise ConfigError(f"Unknown split '{split}'. Allowed splits: {', '.join(SPLITS)}.")
     trained = load_run(run_dir, data_dir, model)
     run, splits = trained.run, trained.splits
+    if split is None:
+        split = "test" if splits.test is not None or splits.val is None else "val"
     if getattr(splits, split) is None:
         allowed = [s for s in SPLITS if getattr(splits, s) is not None]
         raise ConfigError(f"Run '{run.path}' has no '{split}' split (data.val_fraction="
                           f"{trained.cfg.data.val_fraction}). Allowed splits: {', '.join(allowed)}.")
 
+    if splits.task == "language_model":
+        result = _evaluate_language_model(trained, split)
+        if report:
+            from .report import write_report
+            write_report(run.path)
+        return result
     y, out = _outputs(trained, split)
     from . import metrics as m
     result = {"run_dir": str(run.path), "split": split, "checkpoint": trained.checkpoint, "task": splits.task,
@@ -228,11 +244,46 @@ def evaluate(run_dir: str | Path, split: str = "test", data_dir: Optional[str] =
     return result
 
 
+SAMPLE_PROMPTS = ("\n", "ROMEO:")  # generated in a language model's report: its own start, and a speaker
+SAMPLE_TOKENS = 300
+
+
+def _evaluate_language_model(trained: TrainedRun, split: str) -> dict:
+    """Next-token loss, accuracy, perplexity and bits per character (or byte) over every window of
+    the split, and seeded samples after fixed prompts; writes eval/metrics.json and diagnosis.json."""
+    from .data.text import language_metrics
+    from .diagnose import diagnose
+    from .gpt import generate
+    from .passes import evaluate_model
+
+    t, eval_dir = trained, trained.run.path / "eval"
+    batches = make_batches(t.splits, split, t.cfg.eval.batch_size, t.device, t.dtype, t.cfg)
+    loss_fn = losses.build_loss(t.cfg, t.splits.task, t.splits.num_classes)
+    scores = evaluate_model(t.model, batches, loss_fn, t.splits.task, t.loss_name)
+    tokenizer = t.splits.extra["tokenizer"]
+    samples = []
+    for i, prompt in enumerate(SAMPLE_PROMPTS):
+        try:
+            ids = tokenizer.encode(prompt)
+        except ConfigError:  # a char vocabulary without these characters: skip that prompt
+            continue
+        out = generate(t.model, torch.tensor([ids], device=t.device), SAMPLE_TOKENS, temperature=0.8, top_k=200,
+                       generator=torch.Generator(t.device).manual_seed(i))
+        samples.append({"prompt": prompt, "text": tokenizer.decode(out[0, len(ids):].tolist())})
+    result = {"run_dir": str(t.run.path), "split": split, "checkpoint": t.checkpoint, "task": t.splits.task,
+              "classes": None, "n_tokens": sum(batches.batch_sizes()), **scores,
+              **language_metrics(scores["loss"], t.splits.extra), "samples": samples}
+    findings = diagnose(t.run.read_metrics(), t.cfg.to_dict())
+    atomic_write_json(eval_dir / "diagnosis.json", [asdict(f) for f in findings])
+    atomic_write_json(eval_dir / "metrics.json", result)
+    return result
+
+
 # ---------------------------------------------------------------- terminal output
 
 HEADLINE = ("accuracy", "balanced_accuracy", "top5_accuracy", "log_loss", "precision_macro", "recall_macro",
             "f1_macro", "f1_weighted", "roc_auc", "roc_auc_ovr_macro", "average_precision_macro", "ece",
-            "mse", "rmse", "mae", "r2")
+            "mse", "rmse", "mae", "r2", "loss", "perplexity", "bits_per_char", "bits_per_byte")
 
 
 def _num(v) -> str:
@@ -248,8 +299,8 @@ def html_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_evaluation(result: dict) -> str:
     """evaluate()'s result as terminal text: headline metrics, per-class table, diagnosis, files."""
-    lines = [f"{result['split']} split of {result['run_dir']} ({result['n_examples']} examples, "
-             f"{result['checkpoint']}.pt)", ""]
+    count = (f"{result['n_tokens']} tokens" if "n_tokens" in result else f"{result['n_examples']} examples")
+    lines = [f"{result['split']} split of {result['run_dir']} ({count}, {result['checkpoint']}.pt)", ""]
     lines += html_table(["metric", "value"], [[k, _num(result[k])] for k in HEADLINE if k in result])
     per_class = result.get("per_class")
     if per_class:
@@ -257,6 +308,8 @@ def format_evaluation(result: dict) -> str:
         lines += html_table(["class", "precision", "recall", "f1", "support", "roc_auc"],
                             [[name, _num(c["precision"]), _num(c["recall"]), _num(c["f1"]), str(c["support"]),
                           _num(c["roc_auc"])] for name, c in per_class.items()])
+    for sample in result.get("samples", []):
+        lines += ["", f"sample after {sample['prompt']!r}:", sample["prompt"] + sample["text"]]
     eval_dir = Path(result["run_dir"]) / "eval"
     diagnosis = eval_dir / "diagnosis.json"
     if diagnosis.is_file():

@@ -41,14 +41,18 @@ class Result:
 
 def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn: losses.LossFn,
                optimizer: torch.optim.Optimizer, penalty: Optional[Callable[[], torch.Tensor]] = None,
-               clip_grad_norm: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
+               clip_grad_norm: Optional[float] = None, accumulate: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on one batch; returns (loss, output), both detached.
 
     The only place in trainlab that calls backward(). A custom step passed to train() has this
-    signature. The returned loss excludes the L1/L2 penalty, so curves compare across penalties.
+    signature (train() passes `accumulate` only when train.accumulate > 1). The returned loss
+    excludes the L1/L2 penalty, so curves compare across penalties. accumulate=k: the batch is k
+    micro-batches, each weighted by its share of the examples (or tokens), backward once each.
     """
     x, y = batch
-    output = model(x)                        # (B, K) logits, or (B, 1)
+    if accumulate > 1:
+        return _accumulated_step(model, batch, loss_fn, optimizer, penalty, clip_grad_norm, accumulate)
+    output = model(x)                        # (B, K) logits, (B, 1), or (B, T, V) for a language model
     loss = loss_fn(output, y)                # mean over the batch
     objective = loss + penalty() if penalty is not None else loss
     objective.backward()
@@ -56,6 +60,23 @@ def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     step_optimizer(optimizer)                # optimizer.step(); gradients set to None
     return loss.detach(), output.detach()
+
+
+def _accumulated_step(model, batch, loss_fn, optimizer, penalty, clip_grad_norm, accumulate):
+    """train_step over `accumulate` micro-batches: the gradient of the whole batch's mean loss."""
+    x, y = batch
+    total = y.numel()
+    losses_, outputs = [], []
+    for xs, ys in zip(x.tensor_split(accumulate), y.tensor_split(accumulate)):
+        output = model(xs)
+        loss = loss_fn(output, ys) * (ys.numel() / total)   # this micro-batch's share of the mean
+        (loss + penalty() / accumulate if penalty is not None else loss).backward()
+        losses_.append(loss.detach())
+        outputs.append(output.detach())
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    step_optimizer(optimizer)
+    return torch.stack(losses_).sum(), torch.cat(outputs)
 
 
 def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = None,
@@ -150,6 +171,7 @@ class Setup:
     plateau: bool                   # reduce_on_plateau: stepped per epoch with the monitored value
     y_std: float                    # regression: the target's std (metrics in the target's units)
     rounds: int                     # metrics rows to train for: train.epochs, or train.steps / eval.every
+    step_kwargs: dict               # extra arguments of step_fn: {"accumulate": k} when train.accumulate > 1
 
 
 def open_run(config, out, resume, smoke) -> tuple[Config, RunDir, Optional[dict]]:
@@ -193,7 +215,8 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
         if splits.task != "language_model":  # token ids in, (B, T, V) out: GPT checks its own sizes
             check_output(model, splits.input_shape, n_out)
     model = place_model(model, device, dtype)
-    batch_size = len(splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size
+    # Each optimiser step takes train.accumulate batches at once; train_step splits them again.
+    batch_size = len(splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size * cfg.train.accumulate
     train_batches = make_batches(splits, "train", batch_size, device, dtype, cfg, train=True)
     val_batches = make_batches(splits, "val", cfg.eval.batch_size, device, dtype, cfg)
     optimizer = build_optimizer(cfg, parameter_groups(cfg, model))
@@ -205,7 +228,8 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
                  train_batches=train_batches, val_batches=val_batches, optimizer=optimizer, scheduler=scheduler,
                  plateau=isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
                  y_std=splits.extra.get("target_std", 1.0),
-                 rounds=cfg.train.steps // (cfg.eval.every or cfg.train.steps) if cfg.train.steps else cfg.train.epochs)
+                 rounds=cfg.train.steps // (cfg.eval.every or cfg.train.steps) if cfg.train.steps else cfg.train.epochs,
+                 step_kwargs={"accumulate": cfg.train.accumulate} if cfg.train.accumulate > 1 else {})
 
 
 def _saved_tokenizer(run: Optional[RunDir]):
@@ -282,7 +306,7 @@ def train_epoch(s: Setup, state: RunState, partial: Optional[dict], sigint: Sigi
     for step, batch in enumerate(batches, start=state.step + 1):
         with s.autocast:
             loss, output = s.step_fn(s.forward_model, batch, s.loss_fn, s.optimizer, s.penalty,
-                                     cfg.train.clip_grad_norm)
+                                     cfg.train.clip_grad_norm, **s.step_kwargs)
         # The batch's mean loss is kept once, per step: the epoch's loss is summed from step_losses
         # at the end (one reduction instead of three small ops per step).
         step_losses[step - 1] = loss

@@ -14,7 +14,7 @@ from .runfiles import RunFiles, curve_metrics, has_column, load_run, read_predic
 
 HEADLINE = ("accuracy", "balanced_accuracy", "top5_accuracy", "f1_macro", "precision_macro", "recall_macro",
             "roc_auc", "roc_auc_ovr_weighted", "average_precision_macro", "log_loss", "ece",
-            "rmse", "mae", "r2", "mse")
+            "rmse", "mae", "r2", "mse", "loss", "perplexity", "bits_per_char", "bits_per_byte")
 
 
 def _missing(run: RunFiles, file: str) -> str:
@@ -27,8 +27,9 @@ def _headline_section(run: RunFiles) -> tuple[str, str, str]:
         ev = run.eval
         keys = [k for k in HEADLINE if k in ev] + sorted(k for k in ev if k.startswith("top") and
                                                           k.endswith("_accuracy") and k not in HEADLINE)
-        what = (f"{escape(ev.get('split', '?'))} split, "
-                f"{cell_text(ev.get('n_examples', ev.get('n_samples')))} examples, "
+        count = (f"{cell_text(ev['n_tokens'])} tokens" if "n_tokens" in ev else
+                 f"{cell_text(ev.get('n_examples', ev.get('n_samples')))} examples")
+        what = (f"{escape(ev.get('split', '?'))} split, {count}, "
                 f"{escape(ev.get('checkpoint', '?'))} checkpoint")
         parts.append(f"<h3>Evaluation ({what})</h3>" + html_table(["metric", "value"], [(k, ev[k]) for k in keys]))
     else:
@@ -150,9 +151,22 @@ def _regression_sections(run: RunFiles) -> list[tuple[str, str, str]]:
     return [html_section("predictions", "Predictions", html_image(plot_predicted_vs_true(*pairs), "predicted vs true"))]
 
 
+def _samples_section(run: RunFiles) -> tuple[str, str, str]:
+    """A language model's generated text after each fixed prompt (eval/metrics.json's samples)."""
+    samples = (run.eval or {}).get("samples") or []
+    if not samples:
+        return html_section("samples", "Generated text", _missing(run, "eval/metrics.json with samples"))
+    body = "".join(f"<h3>After {escape(repr(s['prompt']))}</h3><pre>{escape(s['prompt'] + s['text'])}</pre>"
+                   for s in samples)
+    note = "<p class='meta'>Sampled at temperature 0.8 among the 200 most likely tokens, seeded.</p>"
+    return html_section("samples", "Generated text", note + body)
+
+
 def _task(run: RunFiles) -> str:
     if run.eval and run.eval.get("task"):
         return run.eval["task"]
+    if (run.config.get("model") or {}).get("name") == "gpt":
+        return "language_model"
     if run.eval and "confusion_matrix" in run.eval:
         return "classification"
     regression = has_column(run.rows, "val_rmse") or has_column(run.rows, "train_rmse")
@@ -168,8 +182,11 @@ def _config_section(run: RunFiles) -> tuple[str, str, str]:
 def render_report(run: RunFiles) -> str:
     """The HTML of one run's report (see write_report)."""
     sections = [_headline_section(run), _diagnosis_section(run), _curves_section(run)]
-    classification = _task(run) == "classification"
-    if not (run.eval or run.curves or run.wrong or run.predictions or run.diagnosis):
+    task = _task(run)
+    classification = task == "classification"
+    if task == "language_model":
+        sections.append(_samples_section(run))
+    elif not (run.eval or run.curves or run.wrong or run.predictions or run.diagnosis):
         adds = ("the confusion matrix, ROC and precision-recall curves, calibration and per-class metrics"
                 + (", and the most confidently wrong examples" if _is_image_run(run) else "")
                 if classification else "the test metrics and a predicted-vs-true plot")

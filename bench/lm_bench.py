@@ -1,0 +1,150 @@
+"""The language model: trainlab's train() against a plain PyTorch loop over the same GPT and recipe.
+
+    python bench/lm_bench.py                      # examples/shakespeare_char.yaml, 300 timed steps, 3 repeats
+    python bench/lm_bench.py --full               # also both for the recipe's 2,000 steps: full-val loss curves
+    python bench/lm_bench.py --quick              # 20 steps, 1 repeat: checks the bench runs
+
+The yardstick is what a reader of nanoGPT writes: the same trainlab.gpt.GPT module built from the
+same seed, the token stream resident as one tensor, `torch.randint` windows, AdamW(fused) with the
+same decay groups, the warm-up + cosine schedule as a LambdaLR, gradient clipping, and a
+`loss.backward(); opt.step(); opt.zero_grad()` loop. Both contenders run in this process, one after
+the other, alternating over the repeats (ms per step: median of the per-step times of each run's
+timed steps after 10 warm-up steps). --full trains both for the whole recipe and scores the whole
+val split every eval.every steps with the same windows (trainlab's own evaluation pass).
+
+Writes OUT/lm_bench.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from run import environment  # noqa: E402  (bench/run.py: where and how the figures were taken)
+from trainlab import data  # noqa: E402
+from trainlab.config import load_config  # noqa: E402
+from trainlab.data.loader import make_batches  # noqa: E402
+from trainlab.gpt import decay_groups  # noqa: E402
+from trainlab.models import build_model  # noqa: E402
+from trainlab.passes import evaluate_model  # noqa: E402
+from trainlab.runs import atomic_write_json  # noqa: E402
+from trainlab.train import train  # noqa: E402
+
+WARMUP = 10  # untimed steps at the start of every run: allocation, kernel choice
+
+
+def plain_loop(cfg, splits, steps: int, on_eval=None) -> list[float]:
+    """The yardstick: nanoGPT's loop on trainlab's model; returns each step's seconds."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, splits.input_shape, splits.num_classes)
+    o, s = cfg.optim, cfg.schedule
+    opt = torch.optim.AdamW(decay_groups(model, o.weight_decay), lr=o.lr, betas=o.betas, fused=True)
+    total, warm = cfg.train.steps, s.warmup_steps or 0
+
+    def lr_factor(step: int) -> float:  # linear warm-up from warmup_start, then cosine to min_lr
+        if step < warm:
+            return s.warmup_start + (1 - s.warmup_start) * step / warm
+        t = (step - warm) / max(total - warm, 1)
+        return (s.min_lr + (o.lr - s.min_lr) * (1 + math.cos(math.pi * t)) / 2) / o.lr
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ids, T, B = splits.train.ids, cfg.model.block_size, cfg.train.batch_size
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    seconds = []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        starts = torch.randint(0, len(ids) - T, (B,), generator=gen)
+        rows = ids[starts[:, None] + torch.arange(T + 1)]
+        x, y = rows[:, :-1], rows[:, 1:]
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        seconds.append(time.perf_counter() - t0)
+        if on_eval is not None and (step + 1) % cfg.eval.every == 0:
+            on_eval(step + 1, model)
+    return seconds
+
+
+def trainlab_run(cfg, out: Path) -> tuple[list[float], list[dict]]:
+    """train() on the config; per-step seconds from the per-step hook (training only, as the plain loop)."""
+    seconds, last = [], [time.perf_counter()]
+
+    def tick(period, step):
+        now = time.perf_counter()
+        seconds.append(now - last[0])
+        last[0] = now
+
+    def restart(period, row):  # evaluation time between periods is not a step
+        last[0] = time.perf_counter()
+
+    result = train(cfg, out=out, on_step_end=tick, on_epoch_end=restart)
+    return seconds, result.history
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=300, help="timed steps per run (default 300)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--full", action="store_true", help="also the whole recipe, both ways, with val curves")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=str(BENCH / "results"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.repeats = 20, 1
+    example = ROOT / "examples/shakespeare_char.yaml"
+    n = WARMUP + args.steps
+    cfg = load_config(example, ["train.progress=none", f"train.steps={n}", f"eval.every={n}", "eval.limit=1"])
+    splits = data.load(cfg)
+    runs = {"plain": [], "trainlab": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for name in ("plain", "trainlab") if r % 2 == 0 else ("trainlab", "plain"):
+                steps = plain_loop(cfg, splits, n) if name == "plain" else trainlab_run(cfg, Path(tmp) / f"{r}")[0]
+                runs[name].append(statistics.median(steps[WARMUP:]) * 1e3)
+        record = {"env": environment(sys.argv[1:]), "config": str(example), "timed_steps": args.steps,
+                  "ms_per_step": runs, "median_ms": {k: statistics.median(v) for k, v in runs.items()}}
+        record["speedup"] = record["median_ms"]["plain"] / record["median_ms"]["trainlab"]
+        if args.full:
+            full = load_config(example, ["train.progress=none"])
+            val = make_batches(splits, "val", full.eval.batch_size, torch.device("cpu"), torch.float32, full)
+            loss_fn = lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten())  # noqa: E731
+            curve = []
+            t0 = time.perf_counter()
+            plain_loop(full, splits, full.train.steps, on_eval=lambda step, m: curve.append(
+                (step, evaluate_model(m, val, loss_fn, "language_model", "cross_entropy")["loss"])))
+            plain_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _, history = trainlab_run(full, Path(tmp) / "full")
+            record["full"] = {"plain_val_loss": curve, "trainlab_val_loss": [(r["step"], r["val_loss"]) for r in history],
+                              "plain_seconds": plain_seconds, "trainlab_seconds": time.perf_counter() - t0,
+                              "trainlab_training_seconds": sum(r["seconds"] for r in history)}
+    out = Path(args.out)
+    if not args.quick:
+        atomic_write_json(out / "lm_bench.json", record)
+    print(f"ms per step, {args.steps} timed steps x {args.repeats} repeats: plain {runs['plain']}, "
+          f"trainlab {runs['trainlab']}; medians {record['median_ms']['plain']:.2f} vs "
+          f"{record['median_ms']['trainlab']:.2f} ms: trainlab {record['speedup']:.2f}x")
+    if "full" in record:
+        f = record["full"]
+        for (step, a), (_, b) in zip(f["plain_val_loss"], f["trainlab_val_loss"]):
+            print(f"step {step}: val loss plain {a:.4f}, trainlab {b:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
