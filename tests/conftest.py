@@ -47,3 +47,26 @@ def fashion_available():
     assert (FASHION / "train-images-idx3-ubyte.gz").is_file(), \
         "Fashion-MNIST missing: run `make setup` as root (installs Debian's dataset-fashion-mnist)"
     return FASHION
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    """Data roots under tmp_path only: no $TRAINLAB_DATA, an empty home, an empty system root."""
+    from trainlab.data import locate
+    monkeypatch.delenv("TRAINLAB_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(locate, "SYSTEM_ROOTS", (str(tmp_path / "system"),))
+    return tmp_path
+
+
+def truncated_fashion_root(tmp_path: Path, fashion: Path) -> tuple[Path, Path]:
+    """A data root whose fashion-mnist folder links the real files but for a train-labels file cut
+    to its first 2,000 bytes; returns (root, the truncated file)."""
+    folder = tmp_path / "root" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for f in fashion.iterdir():
+        (folder / f.name).symlink_to(f)
+    broken = folder / "train-labels-idx1-ubyte.gz"
+    broken.unlink()
+    broken.write_bytes((fashion / broken.name).read_bytes()[:2000])
+    return tmp_path / "root", broken

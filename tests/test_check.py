@@ -15,7 +15,7 @@ from trainlab.data import idx
 from trainlab.data.locate import data_roots
 from trainlab.models import build_model
 
-from conftest import FASHION, ROOT, run_cli
+from conftest import FASHION, ROOT, run_cli, truncated_fashion_root
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SEED = ROOT / "examples/seed_mlp.yaml"
@@ -136,14 +136,8 @@ def test_missing_dataset_exits_3_listing_roots_and_files(tmp_path, capsys, monke
 
 
 def test_truncated_data_file_exits_3_naming_it(tmp_path, capsys, fashion_available):
-    root = tmp_path / "root" / "fashion-mnist"
-    root.mkdir(parents=True)
-    for f in fashion_available.iterdir():
-        (root / f.name).symlink_to(f)
-    broken = root / "train-labels-idx1-ubyte.gz"
-    broken.unlink()
-    broken.write_bytes((fashion_available / broken.name).read_bytes()[:2000])
-    _main_error(capsys, 3, ["-c", SEED, "--data-dir", tmp_path / "root"], str(broken))
+    root, broken = truncated_fashion_root(tmp_path, fashion_available)
+    _main_error(capsys, 3, ["-c", SEED, "--data-dir", root], str(broken))
 
 
 def test_writes_nothing_without_out_and_check_json_with_it(tmp_path, capsys):

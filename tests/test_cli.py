@@ -3,7 +3,7 @@
 import json
 
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, truncated_fashion_root
 
 SEED = ROOT / "examples/seed_mlp.yaml"
 
@@ -46,14 +46,8 @@ def test_missing_dataset_exits_3_listing_roots_and_files(tmp_path):
 
 
 def test_truncated_data_file_exits_3_naming_it(tmp_path, fashion_available):
-    root = tmp_path / "root" / "fashion-mnist"
-    root.mkdir(parents=True)
-    for f in fashion_available.iterdir():
-        (root / f.name).symlink_to(f)
-    broken = root / "train-labels-idx1-ubyte.gz"
-    broken.unlink()
-    broken.write_bytes((fashion_available / broken.name).read_bytes()[:2000])
-    proc = run_cli("train", "-c", SEED, "--data-dir", tmp_path / "root", "--out", tmp_path / "r")
+    root, broken = truncated_fashion_root(tmp_path, fashion_available)
+    proc = run_cli("train", "-c", SEED, "--data-dir", root, "--out", tmp_path / "r")
     _assert_clean_error(proc, 3, str(broken))
 
 

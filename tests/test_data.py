@@ -26,15 +26,6 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture
-def roots(tmp_path, monkeypatch):
-    """Data roots under tmp_path only: no $TRAINLAB_DATA, an empty home, an empty system root."""
-    monkeypatch.delenv("TRAINLAB_DATA", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(locate, "SYSTEM_ROOTS", (str(tmp_path / "system"),))
-    return tmp_path
-
-
-@pytest.fixture
 def real_system_roots(tmp_path, monkeypatch):
     """The real system roots (Fashion-MNIST in /usr/share/datasets), nothing above them."""
     monkeypatch.delenv("TRAINLAB_DATA", raising=False)

@@ -11,7 +11,6 @@ import time
 import pytest
 import torch
 
-from trainlab.data import locate
 from trainlab.data import text as tx
 from trainlab.errors import ConfigError, DataError
 
@@ -27,15 +26,6 @@ def shakespeare() -> str:
 def bpe_splits():
     """BPE learned on the leading 90% of Tiny Shakespeare (fitted once: about a second)."""
     return tx.load_text("tinyshakespeare", tokenizer="bpe", vocab_size=320)
-
-
-@pytest.fixture
-def roots(tmp_path, monkeypatch):
-    """Data roots under tmp_path only: no $TRAINLAB_DATA, an empty home, an empty system root."""
-    monkeypatch.delenv("TRAINLAB_DATA", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(locate, "SYSTEM_ROOTS", (str(tmp_path / "system"),))
-    return tmp_path
 
 
 # ---------------------------------------------------------------- the shipped text and the data roots
