@@ -207,7 +207,7 @@ def _time_steps(s: Setup, steps: int, warnings: list[str]) -> dict:
     """Median seconds of the run's own training step (on the model check built, thrown away after),
     and the epoch and run times they imply."""
     cfg, device = s.cfg, s.device
-    batch_size = len(s.splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size * cfg.train.accumulate
+    batch_size = s.train_batches.batch_size  # examples (or windows) per optimiser step, as train() batches
     steps_per_epoch = len(s.train_batches)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

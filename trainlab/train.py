@@ -50,33 +50,26 @@ def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
     micro-batches, each weighted by its share of the examples (or tokens), backward once each.
     """
     x, y = batch
-    if accumulate > 1:
-        return _accumulated_step(model, batch, loss_fn, optimizer, penalty, clip_grad_norm, accumulate)
-    output = model(x)                        # (B, K) logits, (B, 1), or (B, T, V) for a language model
-    loss = loss_fn(output, y)                # mean over the batch
-    objective = loss + penalty() if penalty is not None else loss
-    objective.backward()
-    if clip_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-    step_optimizer(optimizer)                # optimizer.step(); gradients set to None
-    return loss.detach(), output.detach()
-
-
-def _accumulated_step(model, batch, loss_fn, optimizer, penalty, clip_grad_norm, accumulate):
-    """train_step over `accumulate` micro-batches: the gradient of the whole batch's mean loss."""
-    x, y = batch
-    total = y.numel()
-    losses_, outputs = [], []
-    for xs, ys in zip(x.tensor_split(accumulate), y.tensor_split(accumulate)):
-        output = model(xs)
-        loss = loss_fn(output, ys) * (ys.numel() / total)   # this micro-batch's share of the mean
-        (loss + penalty() / accumulate if penalty is not None else loss).backward()
-        losses_.append(loss.detach())
+    parts = [(x, y)] if accumulate == 1 else list(zip(x.tensor_split(accumulate), y.tensor_split(accumulate)))
+    step_losses, outputs = [], []
+    for xs, ys in parts:
+        output = model(xs)                   # (B, K) logits, (B, 1), or (B, T, V) for a language model
+        loss = loss_fn(output, ys)           # mean over the (micro-)batch
+        if accumulate > 1:                   # its share of the whole batch's mean
+            loss = loss * (ys.numel() / y.numel())
+        if penalty is not None:
+            objective = loss + (penalty() if accumulate == 1 else penalty() / accumulate)
+        else:
+            objective = loss
+        objective.backward()
+        step_losses.append(loss.detach())
         outputs.append(output.detach())
     if clip_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-    step_optimizer(optimizer)
-    return torch.stack(losses_).sum(), torch.cat(outputs)
+    step_optimizer(optimizer)                # optimizer.step(); gradients set to None
+    if accumulate == 1:
+        return step_losses[0], outputs[0]
+    return torch.stack(step_losses).sum(), torch.cat(outputs)
 
 
 def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = None,
