@@ -315,9 +315,19 @@ def _usage(message: str) -> TrainlabError:
     return ConfigError(message)
 
 
-COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "report": _run_report, "predict": _run_predict,
-            "generate": _run_generate, "cv": _run_cv, "lr-find": _run_lr_find, "compare": _run_compare,
-            "sweep-size": _run_sweep_size, "search": _run_search, "check": _run_check}
+COMMANDS = {
+    "train": _run_train,
+    "evaluate": _run_evaluate,
+    "report": _run_report,
+    "predict": _run_predict,
+    "generate": _run_generate,
+    "cv": _run_cv,
+    "lr-find": _run_lr_find,
+    "compare": _run_compare,
+    "sweep-size": _run_sweep_size,
+    "search": _run_search,
+    "check": _run_check,
+}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
