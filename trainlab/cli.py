@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Optional
@@ -32,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     t.add_argument("--smoke", action="store_true", help="2 epochs on 512 examples: a seconds-long end-to-end check")
     _add_common(t)
+    d = t.add_argument_group("several processes (torch.distributed's elastic launcher, as torchrun)")
+    d.add_argument("--nproc", type=int, metavar="N", help="train on N processes of this machine (one GPU each "
+                   "on CUDA); train.batch_size stays the global batch")
+    d.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="restart the group up to K times when a process dies; it resumes from last.pt")
+    d.add_argument("--nnodes", default="1", metavar="N|MIN:MAX", help="machines taking part (default 1)")
+    d.add_argument("--node-rank", type=int, metavar="R", help="this machine's rank among --nnodes")
+    d.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="c10d rendezvous address every machine reaches")
+    d.add_argument("--rdzv-timeout", type=int, default=60, metavar="SECONDS",
+                   help="how long the rendezvous waits for every machine (default 60)")
 
     e = sub.add_parser("evaluate", help="score a trained run on its test (or val) split and write a report",
                        description="Metrics, predictions.csv, diagnosis and report.html of a trained run, "
@@ -53,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "of images, or a CSV file with the training data's feature columns.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
     p.add_argument("input", metavar="INPUT", help="image file, folder of images, or CSV file")
+    p.add_argument("--onnx", metavar="FILE", help="predict with this file `trainlab export --format onnx` wrote "
+                   "(onnxruntime) instead of the run's checkpoint")
     _add_common(p)
     g = sub.add_parser("generate", help="sample text from a trained language-model run",
                        description="Continue a prompt with a trained gpt run's best weights, one token at a "
@@ -68,11 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_selection(sub)
     _add_search(sub)
     _add_check(sub)
+    _add_explain(sub)
+    _add_export(sub)
     return parser
 
 
 def _run_train(args) -> dict:
     # Usage is checked before torch is imported: a wrong command line answers at once.
+    if args.nproc is not None:
+        return _launch_train(args)
     if args.resume:
         if args.config or args.overrides:
             raise _usage("--resume continues a run with its saved config; drop -c and overrides.")
@@ -88,6 +105,33 @@ def _run_train(args) -> dict:
     print(f"{split}: {headline}")
     print(f"run: {result.run_dir}")
     return result.summary
+
+
+def _launch_train(args) -> dict:
+    """--nproc: the same command on N processes through torch.distributed.run; its exit code is ours."""
+    import time
+
+    worker = ["train"]
+    if args.resume:
+        if args.config or args.overrides:
+            raise _usage("--resume continues a run with its saved config; drop -c and overrides.")
+        worker += ["--resume", args.resume]
+        device = "auto"
+    else:
+        cfg = _load_for(args, "train")
+        # The folder is named here, not by rank 0, so a group restarted by --max-restarts finds it.
+        out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        worker += ["-c", args.config] if args.config else []
+        worker += [*args.overrides, "--out", out]
+        worker += ["--smoke"] if args.smoke else []
+        device = cfg.train.device
+    worker += ["--data-dir", args.data_dir] if args.data_dir else []
+    worker += ["--json"] if args.json else []
+    from .launch import launch
+    code = launch(worker, args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
+                  rdzv_endpoint=args.rdzv_endpoint, rdzv_timeout=args.rdzv_timeout,
+                  max_restarts=args.max_restarts, device=device)
+    raise SystemExit(code)  # rank 0 printed the result; --json's line too
 
 
 def _run_report(args) -> dict:
@@ -116,7 +160,7 @@ def _run_evaluate(args) -> dict:
 def _run_predict(args) -> dict:
     from .predict import format_predictions, predict
 
-    predictions = predict(args.run_dir, args.input, data_dir=args.data_dir)
+    predictions = predict(args.run_dir, args.input, data_dir=args.data_dir, onnx=args.onnx)
     if not args.json:
         print(format_predictions(predictions))
     return {"run_dir": args.run_dir, "input": args.input, "predictions": predictions}
@@ -310,6 +354,54 @@ def _run_check(args) -> dict:
     return result
 
 
+def _add_export(sub) -> None:
+    x = sub.add_parser("export", help="write a trained run's model as ONNX, torch.export or TorchScript, verified",
+                       description="Write the run's best checkpoint (as predict uses) as one file with the input "
+                       "normalisation inside: it takes raw pixels (uint8 0-255), raw table feature values or token "
+                       "ids. The file is loaded back (onnxruntime, torch.export.load, torch.jit.load) and compared "
+                       "with the trained model on up to --check test examples before it is written.")
+    x.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
+    x.add_argument("--format", default="onnx", help="onnx (default), pt2 (torch.export) or torchscript; "
+                   "saved_model is the keras backend's")
+    x.add_argument("--out", metavar="FILE", help="file to write (default RUN_DIR/export/model.<format's suffix>)")
+    x.add_argument("--check", type=int, default=1000, metavar="N",
+                   help="test examples the file is compared on (default 1000)")
+    _add_common(x)
+
+
+def _run_export(args) -> dict:
+    from .export import export, format_export  # the package imports torch only past the format check
+
+    result = export(args.run_dir, args.format, out=args.out, data_dir=args.data_dir, check=args.check)
+    print(format_export(result))
+    return result
+
+
+def _add_explain(sub) -> None:
+    x = sub.add_parser("explain", help="attributions (Captum): why a trained run decides as it does",
+                       description="Attribute a trained run's predictions to its inputs with Captum: heat maps of "
+                       "each class's most confident correct and wrong images; per-feature attributions beside "
+                       "permutation importance for tables; token attributions and attention maps for gpt runs. "
+                       "Writes RUN_DIR/eval/attributions.npz, RUN_DIR/eval/explain/*.png and report.html.")
+    x.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
+    x.add_argument("--method", default="integrated_gradients",
+                   help="integrated_gradients (default), saliency or occlusion")
+    x.add_argument("--examples", type=int, metavar="N", help="images per class and kind (default 1), table rows "
+                   "shown (default 8), or prompts cut from the split (default 4)")
+    x.add_argument("--split", help="test (default; val when the run has no test split) or val")
+    x.add_argument("--prompt", help="gpt runs: the text whose next token is explained (default: windows of the split)")
+    _add_common(x)
+
+
+def _run_explain(args) -> dict:
+    from .explain import explain, format_explanation  # the package imports torch and captum past its checks
+
+    result = explain(args.run_dir, method=args.method, examples=args.examples, split=args.split,
+                     data_dir=args.data_dir, prompt=args.prompt)
+    print(format_explanation(result))
+    return result
+
+
 def _usage(message: str) -> TrainlabError:
     from .errors import ConfigError
     return ConfigError(message)
@@ -327,12 +419,16 @@ COMMANDS = {
     "sweep-size": _run_sweep_size,
     "search": _run_search,
     "check": _run_check,
+    "export": _run_export,
+    "explain": _run_explain,
 }
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
+    if int(os.environ.get("RANK", "0")) > 0:  # a torchrun worker other than rank 0: errors only
+        sys.stdout = open(os.devnull, "w")
     try:
         result = COMMANDS[args.command](args)
     except TrainlabError as e:
@@ -341,6 +437,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)
         return 130
+    except SystemExit as e:  # --nproc's job ended with this code; a second SIGTERM ends with 143
+        return e.code if isinstance(e.code, int) else 1
     if args.json:
         from .runs import to_json
         print(to_json(result, indent=None))

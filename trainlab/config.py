@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -34,17 +35,64 @@ OPTIM_KEYS = {
 }
 
 
-class Section(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
+INT_LIMIT = 2**63  # every integer key fits in 64 bits: torch and numpy take them as int64
+SEED_LIMIT = 2**32  # data.split_seed seeds numpy's RandomState, which takes 0 .. 2**32 - 1
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def _too_large(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) >= INT_LIMIT
+    if isinstance(value, (list, tuple)):
+        return any(_too_large(v) for v in value)
+    if isinstance(value, dict):
+        return any(_too_large(v) for v in value.values())
+    return False
+
+
+def _plain_data(value: Any) -> None:
+    """ValueError unless `value` is YAML's plain data (what config.yaml writes and reads back the same):
+    text, finite numbers, booleans, null, lists, and mappings with text keys."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"holds {value}, which config.yaml cannot keep")
+        return
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _plain_data(v)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"has the key {k!r}: keys must be text")
+            _plain_data(v)
+        return
+    raise ValueError(f"holds a {type(value).__name__} ({reprlib.repr(value)}): use text, numbers, booleans, null, "
+                     "lists and mappings")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated, floats are finite
+    (`.inf` or `.nan` is never a meaningful learning rate, penalty or fraction)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _fits_64_bits(cls, v: Any) -> Any:
+        if _too_large(v):
+            raise ValueError("integers must fit in 64 bits (between -2**63 and 2**63 - 1)")
+        return v
 
 
 class AugmentConfig(Section):
     """Applied to the training split only, to image sets only (ignored for tabular data), as batched
     operations on the training device; validation and test batches are never augmented."""
 
-    crop_padding: int = Field(0, ge=0, description=
+    crop_padding: int = Field(0, ge=0, le=64, description=
                               "pixels of zero padding, then a random crop back to the original size")
     hflip: bool = Field(False, description="random horizontal flip with p = 0.5")
     shift: float = Field(0.0, ge=0, le=0.5, description=
@@ -71,7 +119,7 @@ class DataConfig(Section):
         "fraction carved out as the test split, only for sets without an official one (scikit-learn sets, "
         "csv, imagefolder without `test/`); text: the last fraction of the token stream (after val), "
         "0 = none (text only)")
-    split_seed: int = Field(0, description=
+    split_seed: int = Field(0, ge=0, lt=SEED_LIMIT, description=
         "seed of the train/val(/test) split and of `data.limit`, independent of `train.seed`")
     dir: Optional[str] = Field(None, description=
         "data root searched first, as `--data-dir` (which wins when both are given)")
@@ -139,6 +187,12 @@ class ModelConfig(Section):
         close = difflib.get_close_matches(v, BUILTIN_MODELS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(f"must be one of {', '.join(BUILTIN_MODELS)} or 'package.module:Class'.{hint}")
+
+    @field_validator("kwargs")
+    @classmethod
+    def _plain(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _plain_data(v)  # config.yaml must read back the same kwargs
+        return v
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -262,7 +316,7 @@ class TrainConfig(Section):
         "`eval.every` steps); null = train by epochs")
     batch_size: int = Field(64, ge=1, description=
         "examples per optimiser step (ignored by `optim.name=gd`); the last batch may be smaller")
-    seed: int = Field(0, description="seed of initialisation, dropout, the per-epoch shuffling and augmentation")
+    seed: int = Field(0, ge=0, description="seed of initialisation, dropout, the per-epoch shuffling and augmentation")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` = cuda when available, else cpu")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of the parameters and batches")
     precision: Literal["auto", "float32", "bf16"] = Field("auto", description=
@@ -278,7 +332,7 @@ class TrainConfig(Section):
         "which weights the final train/val/test evaluation in summary.json uses: `best` (`best.pt`, falling "
         "back to the last weights when there is none) or `last`")
     early_stopping: EarlyStoppingConfig = Field(EarlyStoppingConfig(), description="early stopping on `train.monitor`")
-    accumulate: int = Field(1, ge=1, description=
+    accumulate: int = Field(1, ge=1, le=1024, description=
         "gradient accumulation: each optimiser step sums the gradients of this many batches of "
         "`train.batch_size` (backward once per batch, so activations of one batch at a time), the same "
         "update as one batch this many times larger")
@@ -287,7 +341,7 @@ class TrainConfig(Section):
     checkpoint_every: Optional[int] = Field(None, ge=1, description=
         "also save `last.pt` every N optimiser steps within an epoch (for long epochs); null = after every "
         "epoch only")
-    threads: Optional[int] = Field(None, ge=1, description=
+    threads: Optional[int] = Field(None, ge=1, le=1024, description=
         "CPU threads for torch; null = torch's default (reported as `torch_threads` in summary.json)")
     progress: Literal["auto", "bar", "lines", "none"] = Field("auto", description=
         "progress on stderr: `bar`, `lines` (one line per epoch), `none`; `auto` = a bar on a terminal, "
@@ -334,6 +388,14 @@ class Config(Section):
         "run name, used in the default run directory `runs/<name>-<timestamp>`; the config file's stem "
         "unless set")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip() or v in (".", "..") or any(c in v for c in "/\\\0"):
+            raise ValueError("must be a non-empty folder name without '/', '\\' or NUL characters (it names the "
+                             "run directory runs/<name>-<timestamp>)")
+        return v
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
         if self.schedule.name == "reduce_on_plateau" and self.schedule.warmup_epochs:
@@ -371,51 +433,109 @@ class Config(Section):
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:
+    if not isinstance(key, str):
+        raise ConfigError(f"Override key {key!r} must be a dotted string such as 'optim.lr'.")
     parts = key.split(".")
+    if not all(p.strip() for p in parts):
+        raise ConfigError(f"Override key {_short(key)} has an empty part: write dotted keys such as 'optim.lr'.")
     node = tree
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
+        prefix = ".".join(parts[:i + 1])
+        if prefix in KNOWN_KEYS and prefix not in MAPPING_KEYS:
+            raise ConfigError(f"Override {_short(key)}: '{prefix}' is a value, not a section (it has no key "
+                              f"{_short(parts[i + 1])}). Set it with {prefix}=VALUE.")
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"Override '{key}': '{part}' is a value, not a section.")
+            raise ConfigError(f"Override {_short(key)}: '{prefix}' is a value, not a section.")
         node = child
     node[parts[-1]] = value
 
 
-def _known_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+def _known_keys(model: type[BaseModel] = Config, prefix: str = "", mappings: bool = False) -> list[str]:
+    """Every dotted key (sections and values); `mappings`: only those holding keys of their own
+    (sections, and dict values such as model.kwargs)."""
     keys = []
     for name, field in model.model_fields.items():
         dotted = prefix + name
-        keys.append(dotted)
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += _known_keys(ann, dotted + ".")
+        section = isinstance(ann, type) and issubclass(ann, BaseModel)
+        if not mappings or section or getattr(ann, "__origin__", ann) is dict:
+            keys.append(dotted)
+        if section:
+            keys += _known_keys(ann, dotted + ".", mappings)
     return keys
 
 
 KNOWN_KEYS = _known_keys()
+MAPPING_KEYS = set(_known_keys(mappings=True))
+
+_REPR = reprlib.Repr()  # error messages show a value's beginning, never a megabyte of it
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxlevel = 80, 80, 8, 8, 6, 3
+
+
+def _short(value: Any) -> str:
+    return _REPR.repr(value)
+
+
+MAX_VALUES = 100_000  # a config holds a few hundred values; more is a mistake (or a YAML alias bomb)
+MAX_DEPTH = 32
+
+
+def check_size(tree: Any, key: str = "") -> None:
+    """ConfigError naming the key when a config (or the value of dotted `key`) is cyclic (a YAML alias
+    of itself), nested more than MAX_DEPTH deep or holds more than MAX_VALUES values once aliases are
+    expanded: nothing then walks or prints it whole."""
+    count = 0
+    stack = [(tree, key, 0, ())]
+    while stack:
+        node, name, depth, path = stack.pop()
+        count += 1
+        what = f"Config key {_short(name)}" if name else "The config"
+        if count > MAX_VALUES:
+            raise ConfigError(f"{what} holds more than {MAX_VALUES:,} values (YAML aliases expanded). A config "
+                              "needs a few hundred: check that key.")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep.")
+        if isinstance(node, (dict, list, tuple)):
+            if id(node) in path:
+                raise ConfigError(f"{what} contains itself (a YAML alias of a value inside it).")
+            inner = (*path, id(node))
+            if isinstance(node, dict):  # keys extend the dotted name; list items keep their list's
+                stack += [(v, f"{name}.{k}" if name else str(k), depth + 1, inner) for k, v in node.items()]
+            else:
+                stack += [(v, name, depth + 1, inner) for v in node]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """'optim.lr=0.05' -> ('optim.lr', 0.05); the value is read as YAML ('[256,128]' is a list)."""
     key, eq, raw = text.partition("=")
-    if not eq or not key.strip():
-        raise ConfigError(f"Override '{text}' must look like key=value, e.g. optim.lr=0.05.")
+    if not eq:
+        raise ConfigError(f"Override {_short(text)} must look like key=value, e.g. optim.lr=0.05.")
+    if not key.strip():
+        raise ConfigError(f"Override {_short(text)}: the key is empty. Write key=value, e.g. optim.lr=0.05.")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"Override {_short(key.strip())}: the value is nested too deeply to read.") from None
     return key.strip(), value
 
 
 def _explain(err: ValidationError, raw: dict) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        loc = ".".join(str(p) for p in e["loc"])
+        if len(loc) > 120:  # a key pasted by mistake (a whole file as a key): its beginning names it
+            loc = loc[:100] + f"... ({len(loc)} characters)"
         value = e.get("input")
-        if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(loc, KNOWN_KEYS, n=1, cutoff=0.6)
+        if e["type"] == "extra_forbidden" and not all(str(part).strip() for part in e["loc"]):
+            lines.append(f"A config key is empty ({loc!r}): every key and section needs a name, e.g. optim.lr.")
+        elif e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc, KNOWN_KEYS, n=1, cutoff=0.6) or \
+                difflib.get_close_matches(loc.lower(), KNOWN_KEYS, n=1, cutoff=0.6)  # DATA.NAME: data.name
             if not close:  # a misspelt section name or key: match on the last part
                 last = loc.split(".")[-1]
                 same_section = [k for k in KNOWN_KEYS if k.rsplit(".", 1)[0] == loc.rsplit(".", 1)[0]]
@@ -425,8 +545,10 @@ def _explain(err: ValidationError, raw: dict) -> str:
             lines.append(f"Unknown config key '{loc}'.{hint}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "model_type":
+                msg = "it is a section: give a mapping of its keys (or set them one by one, as dotted keys)"
             if loc:
-                lines.append(f"Config key '{loc}' = {value!r} is not allowed: {msg}.")
+                lines.append(f"Config key '{loc}' = {_short(value)} is not allowed: {msg}.")
             else:  # a check across keys: the message names them
                 lines.append(f"The config is not allowed: {msg}.")
     lines.append("See the config reference (docs/config.md; `make docs` builds the site) for every key, "
@@ -449,18 +571,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"Config file '{path}' is not valid YAML: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"Config file '{path}' is nested too deeply to read.") from None
+        except (UnicodeDecodeError, OSError) as e:
+            raise ConfigError(f"Config file '{path}' cannot be read as text ({e}).") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"Config file '{path}' must hold a mapping of sections (data, model, ...).")
         name = path.stem
     raw.setdefault("name", name)
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
+        check_size(value, key if isinstance(key, str) else repr(key))
         set_dotted(raw, key, value)
     return build_config(raw)
 
 
 def build_config(raw: dict) -> Config:
     """Validate a plain dict into a Config, with the errors users can read."""
+    check_size(raw)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:

@@ -29,3 +29,9 @@ class Interrupted(TrainlabError):
     """Ctrl-C: a resumable checkpoint was saved (exit 130)."""
 
     exit_code = 130
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a scheduler's stop request): a resumable checkpoint was saved (exit 143 = 128 + 15)."""
+
+    exit_code = 143

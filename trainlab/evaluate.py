@@ -316,6 +316,8 @@ def format_evaluation(result: dict) -> str:
         from .diagnose import Finding, format_findings
         lines += ["", "diagnosis:", format_findings([Finding(**f) for f in read_json(diagnosis)])]
     lines += ["", f"files: {eval_dir}/"]
+    if (eval_dir / "attributions.npz").is_file():  # trainlab explain's, shown in the report too
+        lines.append(f"attributions: {eval_dir / 'attributions.npz'}")
     report = Path(result["run_dir"]) / "report.html"
     if report.is_file():
         lines.append(f"report: {report}")

@@ -43,6 +43,15 @@ class Totals:
         """The pass's summed loss from its per-step batch means (one reduction per epoch)."""
         self.loss = summed_loss(step_losses, batch_sizes)
 
+    def sum_over(self, world) -> None:
+        """Sum the running totals over the ranks of `world` (a distributed.World), in place."""
+        if not world.distributed:
+            return
+        sums = torch.stack([self.loss, self.hits, self.abs_err,
+                            torch.tensor(float(self.count), dtype=torch.float64, device=self.loss.device)])
+        world.sum_(sums)
+        self.loss, self.hits, self.abs_err, self.count = sums[0], sums[1], sums[2], int(sums[3])
+
     def state(self) -> dict:
         return {"loss": self.loss.cpu(), "hits": self.hits.cpu(), "abs_err": self.abs_err.cpu(), "count": self.count}
 
@@ -63,13 +72,23 @@ class Totals:
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, batches: Batches, loss_fn: losses.LossFn, task: str,
-                   loss_name: str, y_std: float = 1.0) -> dict:
-    """Mean loss and accuracy (or rmse, mae) of `model` over a split, in eval mode."""
+                   loss_name: str, y_std: float = 1.0, world=None) -> dict:
+    """Mean loss and accuracy (or rmse, mae) of `model` over a split, in eval mode.
+
+    `world` (a distributed.World of several processes): each rank scores its slice of every batch
+    and the sums are added over the ranks, so every rank returns the whole split's metrics.
+    """
     was_training = model.training
     model.eval()
     totals = Totals(batches.device, task)
     for x, y in batches.epoch():
+        if world is not None and world.distributed:
+            x, y = world.local(x), world.local(y)
+            if y.numel() == 0:
+                continue
         output = model(x)
         totals.add(loss_fn(output, y), output, y, loss_name)
     model.train(was_training)
+    if world is not None:
+        totals.sum_over(world)
     return totals.result(y_std)

@@ -3,7 +3,8 @@
 Inputs are prepared exactly as the run's training data were: images decoded, checked against the
 training shape, and normalised by the loader's own Batches.prepare; CSV rows encoded with the
 training file's columns (numbers as numbers, text one-hot) and standardised with the training
-split's statistics.
+split's statistics. With `onnx=FILE` the same raw inputs go to an exported file instead (its graph
+normalises them, trainlab.export), run by onnxruntime, and are described the same way.
 """
 
 from __future__ import annotations
@@ -26,14 +27,24 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 
 
 def predict(run_dir: str | Path, input_path: str | Path, data_dir: Optional[str] = None,
-            model: Optional[torch.nn.Module] = None) -> list[dict]:
+            model: Optional[torch.nn.Module] = None, onnx: Optional[str | Path] = None) -> list[dict]:
     """Classify (or regress) an image file, a folder of images, or the rows of a CSV file.
 
     >>> predict("runs/seed_mlp-20261128-171500", "shoe.png")
     [{'input': 'shoe.png', 'predicted': 'Sneaker', 'probabilities': {'T-shirt/top': 0.001, ...}}]
     CSV rows are numbered from 1 (the first row under the header); regression runs give the value
-    in the target's units as "predicted" and None as "probabilities".
+    in the target's units as "predicted" and None as "probabilities". `onnx`: a file `trainlab
+    export RUN_DIR --format onnx` wrote, run by onnxruntime on the same raw inputs instead of the
+    checkpoint (the run still gives the class names and the CSV encoding).
     """
+    runner = None
+    if onnx is not None:  # a missing or unreadable file fails before any data load
+        onnx_path = Path(onnx).expanduser()
+        if not onnx_path.is_file():
+            raise ConfigError(f"--onnx '{onnx_path}' does not exist. Write it first: trainlab export {run_dir} "
+                              "--format onnx (then give RUN_DIR/export/model.onnx).")
+        from .export.formats import onnx_runner
+        runner = onnx_runner(onnx_path, f"--onnx '{onnx_path}'")
     path = Path(input_path).expanduser()
     if not path.exists():
         raise DataError(f"Input '{path}' does not exist. Give an image file, a folder of images or a CSV file.")
@@ -49,25 +60,55 @@ def predict(run_dir: str | Path, input_path: str | Path, data_dir: Optional[str]
     # (per-channel mean/std, feature mean/scale, class names, target mean/std) with no copy of it.
     trained = load_run(run_dir, data_dir, model)
     if is_table:
-        x, names = _table_features(path, trained)
+        x, names = _table_raw(path, trained)
     else:
         files = _image_files(path)
         x = torch.stack([_read_image(f, trained) for f in files])
         names = [str(f) for f in files]
-    return _run_model(trained, x, names)
+    out = model_outputs(trained, x) if runner is None else _onnx_outputs(trained, runner, x)
+    return _described(trained, out, names)
 
 
 @torch.no_grad()
-def _run_model(trained: TrainedRun, x: torch.Tensor, names: list) -> list[dict]:
+def model_outputs(trained: TrainedRun, x: torch.Tensor, model: Optional[torch.nn.Module] = None,
+                  dtype: Optional[torch.dtype] = None) -> np.ndarray:
+    """(N, K) float64 probabilities, or (N,) values in target units, of raw inputs as predict reads them.
+
+    x: (N, C, H, W) images as the dataset stores them (uint8; digits float 0..16), or (N, F) float32
+    table rows encoded as the training file but not standardised. `model`, `dtype`: another copy of
+    the run's model (export checks its file against a float64 one); by default the trained model.
+    """
     splits = trained.splits
+    model = trained.model if model is None else model
+    dtype = trained.dtype if dtype is None else dtype
+    device = next(model.parameters()).device
+    if not splits.is_image:
+        x = standardise(x, splits)
     dummy_y = torch.zeros(len(x), dtype=splits.train.y.dtype)
     # Batches normalises exactly as training and evaluation do (uint8 -> [0, 1] -> mean/std).
-    batches = Batches(ArraySplit(x, dummy_y), splits, trained.cfg.eval.batch_size, trained.device, trained.dtype)
-    out = torch.cat([losses.predictions(trained.model(xb).double(), trained.loss_name, splits.task).cpu()
+    batches = Batches(ArraySplit(x, dummy_y), splits, trained.cfg.eval.batch_size, device, dtype)
+    out = torch.cat([losses.predictions(model(xb).double(), trained.loss_name, splits.task).cpu()
                      for xb, _ in batches.epoch()]).numpy()
     if splits.task == "regression":
-        values = out * splits.extra["target_std"] + splits.extra["target_mean"]
-        return [{"input": n, "predicted": float(v), "probabilities": None} for n, v in zip(names, values)]
+        out = out * splits.extra["target_std"] + splits.extra["target_mean"]
+    return out
+
+
+def _onnx_outputs(trained: TrainedRun, run, x: torch.Tensor) -> np.ndarray:
+    """The same outputs from an exported ONNX file (normalisation inside it), run by onnxruntime."""
+    from .export.formats import check_onnx_input
+    from .export.graph import input_spec
+
+    check_onnx_input(run, input_spec(trained), run.where, str(trained.run.path))
+    step = trained.cfg.eval.batch_size
+    return torch.cat([run(x[i:i + step]) for i in range(0, len(x), step)]).double().numpy()
+
+
+def _described(trained: TrainedRun, out: np.ndarray, names: list) -> list[dict]:
+    """One {"input", "predicted", "probabilities"} per input from model_outputs' array."""
+    splits = trained.splits
+    if splits.task == "regression":
+        return [{"input": n, "predicted": float(v), "probabilities": None} for n, v in zip(names, out)]
     classes = splits.classes
     return [{"input": n, "predicted": classes[int(p.argmax())],
              "probabilities": {c: float(v) for c, v in zip(classes, p)}} for n, p in zip(names, out)]
@@ -122,10 +163,24 @@ def _read_image(path: Path, trained: TrainedRun) -> torch.Tensor:
 # ---------------------------------------------------------------- tables
 
 def _table_features(path: Path, trained: TrainedRun) -> tuple[torch.Tensor, list[int]]:
-    """(N, F) float32 features standardised as in training, and the row numbers (from 1).
+    """(N, F) float32 features standardised as in training, and the row numbers (from 1)."""
+    x, numbers = _table_raw(path, trained)
+    return standardise(x, trained.splits), numbers
+
+
+def standardise(x: torch.Tensor, splits) -> torch.Tensor:
+    """Raw (N, F) float32 features -> as data._standardise stores them: (x - mean) / scale in float64
+    (StandardScaler's arithmetic), rounded to float32."""
+    mean = np.asarray(splits.extra["feature_mean"])
+    scale = np.asarray(splits.extra["feature_scale"])
+    return torch.from_numpy((x.double().numpy() - mean) / scale).float()
+
+
+def _table_raw(path: Path, trained: TrainedRun) -> tuple[torch.Tensor, list[int]]:
+    """(N, F) float32 features encoded as in training but not standardised, and the row numbers.
 
     Mirrors trainlab.data.tabular.load_csv (same column typing, one-hot encoders fitted on the
-    whole training file, float32 features) and data._standardise ((x - mean) / scale in float64).
+    whole training file, float32 features).
     """
     from sklearn.preprocessing import OneHotEncoder
 
@@ -164,10 +219,7 @@ def _table_features(path: Path, trained: TrainedRun) -> tuple[torch.Tensor, list
             enc = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64)
             enc.fit(np.asarray(train_columns[h], dtype=object)[:, None])
             blocks.append(enc.transform(np.asarray(columns[h], dtype=object)[:, None]))
-    x = np.concatenate(blocks, axis=1).astype(np.float32).astype(np.float64)
-    mean = np.asarray(trained.splits.extra["feature_mean"])
-    scale = np.asarray(trained.splits.extra["feature_scale"])
-    x = torch.from_numpy((x - mean) / scale).float()
+    x = torch.from_numpy(np.concatenate(blocks, axis=1).astype(np.float32))
     return x, list(range(1, len(rows) + 1))
 
 

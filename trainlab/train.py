@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
-from . import checkpoint, data, losses
+from . import checkpoint, data, distributed, losses
 from .config import Config, build_config, load_config, save_config
 from .data.loader import Batches, make_batches
 from .device import autocast_for, place_model, resolve_device
-from .errors import ConfigError, DivergedError, Interrupted
+from .distributed import World
+from .errors import ConfigError, DivergedError, Interrupted, Terminated
 from .optim import build_optimizer, build_scheduler, is_better, parameter_groups, step_optimizer
 from .passes import Totals, evaluate_model, summed_loss
 from .progress import Progress, format_row
 from .runs import RunDir, atomic_write_json, atomic_write_text, code_version
-from .signals import SigintFlag
+from .signals import StopFlag
 
 # Names other modules import from here (packed training, search, lr-find, check).
 __all__ = ["Result", "train", "train_step", "make_penalty", "prepare_config", "check_monitor", "evaluate_model", "summed_loss",
@@ -41,27 +44,36 @@ class Result:
 
 def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn: losses.LossFn,
                optimizer: torch.optim.Optimizer, penalty: Optional[Callable[[], torch.Tensor]] = None,
-               clip_grad_norm: Optional[float] = None, accumulate: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+               clip_grad_norm: Optional[float] = None, accumulate: int = 1,
+               scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on one batch; returns (loss, output), both detached.
 
     The only place in trainlab that calls backward(). A custom step passed to train() has this
-    signature (train() passes `accumulate` only when train.accumulate > 1). The returned loss
-    excludes the L1/L2 penalty, so curves compare across penalties. accumulate=k: the batch is k
-    micro-batches, each weighted by its share of the examples (or tokens), backward once each.
+    signature (train() passes `accumulate` only when train.accumulate > 1, `scale` only on several
+    processes). The returned loss is the batch's mean and excludes the L1/L2 penalty, so curves
+    compare across penalties. accumulate=k: the batch is k micro-batches, each weighted by its share
+    of the examples (or tokens), backward once each. scale: the factor on this rank's mean loss
+    that makes DistributedDataParallel's average of the ranks' gradients the gradient of the global
+    batch's mean (world size x this rank's share of the global batch).
     """
     x, y = batch
     parts = [(x, y)] if accumulate == 1 else list(zip(x.tensor_split(accumulate), y.tensor_split(accumulate)))
     step_losses, outputs = [], []
-    for xs, ys in parts:
-        output = model(xs)                   # (B, K) logits, (B, 1), or (B, T, V) for a language model
-        loss = loss_fn(output, ys)           # mean over the (micro-)batch
-        if accumulate > 1:                   # its share of the whole batch's mean
-            loss = loss * (ys.numel() / y.numel())
-        if penalty is not None:
-            objective = loss + (penalty() if accumulate == 1 else penalty() / accumulate)
-        else:
-            objective = loss
-        objective.backward()
+    for i, (xs, ys) in enumerate(parts):
+        # Under DDP every backward all-reduces; the micro-batches before the last only accumulate.
+        last = i == len(parts) - 1
+        with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            output = model(xs)               # (B, K) logits, (B, 1), or (B, T, V) for a language model
+            if ys.numel() == 0:              # an empty slice (fewer rows than ranks x micro-batches):
+                loss = output.sum() * 0.0    # no loss, but the backward every rank's DDP waits for
+            else:
+                loss = loss_fn(output, ys)   # mean over the (micro-)batch
+                if accumulate > 1:           # its share of the whole batch's mean
+                    loss = loss * (ys.numel() / y.numel())
+            objective = loss if scale == 1.0 else loss * scale
+            if penalty is not None:
+                objective = objective + (penalty() if accumulate == 1 else penalty() / accumulate)
+            objective.backward()
         step_losses.append(loss.detach())
         outputs.append(output.detach())
     if clip_grad_norm is not None:
@@ -88,31 +100,34 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
     `on_step_end(epoch, step)` after each optimiser step (step counts from 1 within the epoch).
     `splits` trains on data already split (cross-validation folds) instead of loading `cfg.data`.
     """
-    cfg, run, saved = open_run(config, out, resume, smoke)
-    s = build_setup(cfg, run, data_dir, splits, model, loss_fn, step_fn)
+    world = distributed.start()  # under torchrun: this rank among WORLD_SIZE processes; else World()
+    cfg, run, saved = open_run(config, out, resume, smoke, world)
+    s = build_setup(cfg, run, data_dir, splits, model, loss_fn, step_fn, world)
     state, partial = restore(s, saved)  # where to start, and the interrupted epoch's running sums
-    history = [r for r in run.read_metrics() if r["epoch"] < state.epoch]
-    if saved is not None:
+    history = world.on_writer(lambda: [r for r in run.read_metrics() if r["epoch"] < state.epoch])
+    if saved is not None and world.is_writer:
         run.write_metrics(history)  # drop rows of an epoch that was re-started (not possible normally)
     from .loggers import make_logger
-    logger = make_logger(cfg, run.path)  # before the loop: a missing package fails before training
-    console = Progress(cfg.train.progress, s.rounds, len(s.train_batches), cfg.train.steps)
+    logger = make_logger(cfg, run.path) if world.is_writer else None  # a missing package fails before training
+    console = Progress(cfg.train.progress if world.is_writer else "none", s.rounds, len(s.train_batches),
+                       cfg.train.steps)
     console.say(describe(s))
     run_start = time.perf_counter() - state.seconds
     try:
-        with SigintFlag() as sigint:
+        with StopFlag() as stop:
             while state.epoch <= s.rounds and state.stopped_because != "early_stopping":
-                totals, seconds, first_bad = train_epoch(s, state, partial, sigint, console, on_step_end, run_start)
+                totals, seconds, first_bad = train_epoch(s, state, partial, stop, console, on_step_end, run_start)
                 partial = None
                 if first_bad is not None:
                     raise diverged(s, state, history, first_bad, time.perf_counter() - run_start)
                 row = epoch_row(s, state, totals, seconds)
                 history.append(row)
-                run.write_metrics(history)
                 judge_epoch(s, state, row)  # best.pt, early stopping, reduce_on_plateau
                 state.epoch, state.step = state.epoch + 1, 0
                 state.seconds = time.perf_counter() - run_start
-                checkpoint.save(run.last, snapshot(s, state))
+                if world.is_writer:
+                    run.write_metrics(history)
+                    checkpoint.save(run.last, snapshot(s, state))
                 console.end_epoch(row)
                 if logger is not None:
                     logger(row["epoch"], row)
@@ -123,7 +138,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
         if logger is not None:
             logger.close()
     final = final_metrics(s)
-    summary = write_summary(run, cfg, history, state, time.perf_counter() - run_start, final)
+    summary = write_summary(run, cfg, history, state, time.perf_counter() - run_start, final, world)
+    distributed.stop(world)
     return Result(run_dir=run.path, summary=summary, history=history, model=s.model)
 
 
@@ -151,7 +167,8 @@ class Setup:
     dtype: torch.dtype
     splits: data.Splits
     model: torch.nn.Module          # the module whose weights are saved
-    forward_model: Callable         # what computes: the model, or torch.compile of it (shared parameters)
+    forward_model: Callable         # what evaluates: the model, or torch.compile of it (shared parameters)
+    step_model: Callable            # what trains: forward_model, inside DistributedDataParallel on several processes
     loss_fn: losses.LossFn
     loss_name: str
     step_fn: Callable
@@ -165,40 +182,70 @@ class Setup:
     y_std: float                    # regression: the target's std (metrics in the target's units)
     rounds: int                     # metrics rows to train for: train.epochs, or train.steps / eval.every
     step_kwargs: dict               # extra arguments of step_fn: {"accumulate": k} when train.accumulate > 1
+    world: World = World()          # this process among torchrun's; World() on one process
 
 
-def open_run(config, out, resume, smoke) -> tuple[Config, RunDir, Optional[dict]]:
-    """The config and run directory of a new run, or of the run `resume` continues with its last.pt."""
+def open_run(config, out, resume, smoke, world: World = World()) -> tuple[Config, RunDir, Optional[dict]]:
+    """The config and run directory of a new run, or of the run `resume` continues with its last.pt.
+
+    On several processes rank 0 opens the run and sends the config, path and checkpoint to the
+    others (their machines may not see its disk). Under torchrun --max-restarts, a restarted group
+    given --out resumes from that folder's last.pt.
+    """
+    restarted = resume is None and out is not None and distributed.restart_count() > 0
+    if restarted and RunDir(Path(out)).last.exists():
+        resume = out
+    cfg, path, saved = world.on_writer(lambda: _open_run(config, out, resume, smoke, in_place=restarted))
+    return cfg, RunDir(Path(path)), saved
+
+
+def _open_run(config, out, resume, smoke, in_place: bool = False) -> tuple[Config, str, Optional[dict]]:
+    """open_run's work on one process; `in_place`: a restarted group reuses its --out folder."""
     if resume is not None:
         run = RunDir(Path(resume))
         if not run.config.is_file():
             raise ConfigError(f"'{resume}' is not a run directory: it has no config.yaml. "
                               "Give the folder a previous `trainlab train` wrote.")
-        return load_config(run.config), run, checkpoint.load(run.last)
+        run.lock()  # another live process training in it: ConfigError naming its pid and host
+        cfg = load_config(run.config)
+        return cfg, str(run.path), checkpoint.load(run.last, config=cfg, resumable=True)
     cfg = prepare_config(config)
     if smoke:
         cfg = _apply_smoke(cfg)
-    run = RunDir.create(out, cfg.name)
+    if in_place:  # the first attempt died before its first checkpoint: begin again in its folder
+        run = RunDir(Path(out))
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        run.metrics.unlink(missing_ok=True)
+    else:
+        run = RunDir.create(out, cfg.name)
     save_config(cfg, run.config)
-    return cfg, run, None
+    return cfg, str(run.path), None
 
 
 def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], splits: Optional[data.Splits],
                 model: Optional[torch.nn.Module], loss_fn: Optional[losses.LossFn],
-                step_fn: Optional[Callable]) -> Setup:
+                step_fn: Optional[Callable], world: World = World()) -> Setup:
     """Data, model, loss, batches, optimiser and schedule from the config (the seed fixes the init).
 
     `run` None (trainlab check): nothing is written; a language model's tokenizer is fitted anew.
+    On several processes every rank builds the same model and batches (the same seeded order) and
+    trains on its slice of each batch; a language model uses rank 0's tokenizer.
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = world.device(resolve_device(cfg.train.device))
     dtype = getattr(torch, cfg.train.dtype)
     torch.manual_seed(cfg.train.seed)
     if splits is None:
-        splits = data.load(cfg, data_dir, tokenizer=_saved_tokenizer(run))
+        saved_tokenizer = world.on_writer(lambda: _saved_tokenizer(run))  # tokenizer.json's text, or None
+        splits = data.load(cfg, data_dir, tokenizer=_tokenizer_from(saved_tokenizer))
+        if world.distributed and splits.task == "language_model" and saved_tokenizer is None:
+            ours = splits.extra["tokenizer"].to_json()
+            chosen = world.share(ours)
+            if chosen != ours:  # a fit that came out differently on this rank: take rank 0's
+                splits = data.load(cfg, data_dir, tokenizer=_tokenizer_from(chosen))
     check_monitor(cfg, splits)
-    if splits.task == "language_model" and run is not None and not run.tokenizer.exists():
+    if splits.task == "language_model" and run is not None and world.is_writer and not run.tokenizer.exists():
         atomic_write_text(run.tokenizer, splits.extra["tokenizer"].to_json())
     loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
@@ -214,8 +261,13 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
     val_batches = make_batches(splits, "val", cfg.eval.batch_size, device, dtype, cfg)
     optimizer = build_optimizer(cfg, parameter_groups(cfg, model))
     scheduler = build_scheduler(cfg, optimizer, len(train_batches))
+    forward_model = torch.compile(model) if cfg.train.compile else model
+    step_model = forward_model
+    if world.distributed:  # DDP averages the ranks' gradients during backward
+        step_model = distributed.wrap(model, world, device)
+        step_model = torch.compile(step_model) if cfg.train.compile else step_model
     return Setup(cfg=cfg, run=run, device=device, dtype=dtype, splits=splits, model=model,
-                 forward_model=torch.compile(model) if cfg.train.compile else model,
+                 forward_model=forward_model, step_model=step_model, world=world,
                  loss_fn=loss_fn or losses.build_loss(cfg, splits.task, splits.num_classes), loss_name=loss_name,
                  step_fn=step_fn or train_step, penalty=make_penalty(cfg, model), autocast=autocast_for(cfg, device),
                  train_batches=train_batches, val_batches=val_batches, optimizer=optimizer, scheduler=scheduler,
@@ -225,12 +277,18 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
                  step_kwargs={"accumulate": cfg.train.accumulate} if cfg.train.accumulate > 1 else {})
 
 
-def _saved_tokenizer(run: Optional[RunDir]):
-    """A language-model run's tokenizer.json when it has one (resume): never fitted twice."""
+def _saved_tokenizer(run: Optional[RunDir]) -> Optional[str]:
+    """A language-model run's tokenizer.json text when it has one (resume): never fitted twice."""
     if run is None or not run.tokenizer.exists():
         return None
+    return run.tokenizer.read_text()
+
+
+def _tokenizer_from(text: Optional[str]):
+    if text is None:
+        return None
     from .data.text import Tokenizer
-    return Tokenizer.from_json(run.tokenizer.read_text())
+    return Tokenizer.from_json(text)
 
 
 def check_monitor(cfg: Config, splits: data.Splits) -> None:
@@ -250,6 +308,7 @@ def restore(s: Setup, saved: Optional[dict]) -> tuple[RunState, Optional[dict]]:
     """Put a last.pt back: weights, optimiser, schedule, RNG; returns the position and, when it was
     saved mid-epoch, that epoch's running totals, augmentation RNG and seconds so far (else None)."""
     if saved is None:
+        _seed_other_ranks(s, 0)
         return RunState(), None
     s.model.load_state_dict(saved["model"])
     s.optimizer.load_state_dict(saved["optimizer"])
@@ -260,12 +319,24 @@ def restore(s: Setup, saved: Optional[dict]) -> tuple[RunState, Optional[dict]]:
     if saved.get("totals") is not None:
         partial = {"totals": saved["totals"], "aug_rng": saved.get("aug_rng"),
                    "epoch_seconds": saved.get("epoch_seconds", 0.0)}
-    return RunState(**saved["progress"]), partial
+    state = RunState(**saved["progress"])
+    _seed_other_ranks(s, state.global_step)
+    return state, partial
+
+
+def _seed_other_ranks(s: Setup, global_step: int) -> None:
+    """Ranks above 0 draw dropout from their own stream (rank 0 keeps the seed's, or last.pt's):
+    otherwise every rank's slice would get the same masks."""
+    if s.world.rank > 0:
+        from .data.loader import epoch_seed
+        torch.manual_seed(epoch_seed(s.cfg.train.seed, global_step, 2 + s.world.rank))
 
 
 def describe(s: Setup) -> str:
     """The line a run starts with: what it trains on, how many steps, where."""
     where = f"cpu, {torch.get_num_threads()} threads" if s.device.type == "cpu" else str(s.device)
+    if s.world.distributed:
+        where += f", {s.world.size} processes"
     if s.splits.task == "language_model":
         from .models import count_parameters
         return (f"{s.cfg.name}: {len(s.splits.train)} training tokens, vocabulary {s.splits.num_classes}, "
@@ -275,35 +346,43 @@ def describe(s: Setup) -> str:
             f"device {where}, run {s.run.path}")
 
 
-def train_epoch(s: Setup, state: RunState, partial: Optional[dict], sigint: SigintFlag, console: Progress,
+def train_epoch(s: Setup, state: RunState, partial: Optional[dict], stop: StopFlag, console: Progress,
                 on_step_end: Optional[Callable[[int, int], Any]], run_start: float
                 ) -> tuple[Totals, float, Optional[tuple[int, float]]]:
     """One pass over the training batches, from state.step on (mid-epoch after a resume).
 
-    Returns the epoch's running totals, its wall time in seconds, and the first step whose loss was
-    not finite with that loss (or None). Saves last.pt every train.checkpoint_every steps and on
-    Ctrl-C (then raises Interrupted).
+    Returns the epoch's running totals (summed over the ranks), its wall time in seconds, and the
+    first step whose loss was not finite with that loss (or None). Saves last.pt every
+    train.checkpoint_every steps and on Ctrl-C or SIGTERM (then raises Interrupted or Terminated).
+    Each rank takes its slice of every global batch; its per-step loss is its share of the global
+    batch's mean (mean x its fraction of the targets), so the ranks' shares sum to that mean.
     """
-    cfg, epoch, steps = s.cfg, state.epoch, len(s.train_batches)
+    cfg, epoch, steps, world = s.cfg, state.epoch, len(s.train_batches), s.world
     s.model.train()
     totals = Totals(s.device, s.splits.task)
     # Per-step losses (steps,) stay on the device; one look per epoch finds the first NaN/inf.
     step_losses = torch.zeros(steps, device=s.device, dtype=s.dtype)
-    if partial is not None:
+    if partial is not None and world.is_writer:  # last.pt holds the sums over all ranks: counted once
         totals.restore(partial["totals"])
         if "step_losses" in partial["totals"]:
             step_losses.copy_(partial["totals"]["step_losses"])
     console.start_epoch(epoch, state.step)
     t0 = time.perf_counter() - (partial["epoch_seconds"] if partial is not None else 0.0)
     batches = s.train_batches.epoch(cfg.train.seed, epoch, state.step, partial and partial["aug_rng"])
-    for step, batch in enumerate(batches, start=state.step + 1):
+    for step, (x, y) in enumerate(batches, start=state.step + 1):
+        share, kwargs = 1.0, s.step_kwargs
+        if world.distributed:
+            n_global = y.numel()
+            x, y = world.local(x), world.local(y)
+            share = y.numel() / n_global
+            kwargs = {**s.step_kwargs, "scale": world.size * share}
         with s.autocast:
-            loss, output = s.step_fn(s.forward_model, batch, s.loss_fn, s.optimizer, s.penalty,
-                                     cfg.train.clip_grad_norm, **s.step_kwargs)
+            loss, output = s.step_fn(s.step_model, (x, y), s.loss_fn, s.optimizer, s.penalty,
+                                     cfg.train.clip_grad_norm, **kwargs)
         # The batch's mean loss is kept once, per step: the epoch's loss is summed from step_losses
         # at the end (one reduction instead of three small ops per step).
-        step_losses[step - 1] = loss
-        totals.add(None, output, batch[1], s.loss_name)
+        step_losses[step - 1] = loss if share == 1.0 else loss * share
+        totals.add(None, output, y, s.loss_name)
         if s.scheduler is not None and not s.plateau:
             s.scheduler.step()
         state.global_step += 1
@@ -311,13 +390,22 @@ def train_epoch(s: Setup, state: RunState, partial: Optional[dict], sigint: Sigi
         if on_step_end is not None:
             on_step_end(epoch, step)
         every = cfg.train.checkpoint_every
-        if sigint.raised or (every and state.global_step % every == 0 and step < steps):
+        signum = world.max(stop.signum or 0, s.device)  # one rank's SIGTERM stops every rank at this step
+        if signum or (every and state.global_step % every == 0 and step < steps):
             state.step, state.seconds = step, time.perf_counter() - run_start
-            totals_state = {**totals.state(), "step_losses": step_losses.cpu()}
-            checkpoint.save(s.run.last, snapshot(s, state, totals_state, time.perf_counter() - t0))
-            if sigint.raised:
-                raise Interrupted(f"Interrupted at epoch {epoch} step {step}; a resumable checkpoint is in "
-                                  f"{s.run.last}. Continue with: trainlab train --resume {s.run.path}")
+            so_far = Totals(s.device, s.splits.task)
+            so_far.restore(totals.state())
+            so_far.sum_over(world)
+            totals_state = {**so_far.state(), "step_losses": world.sum_(step_losses.clone()).cpu()}
+            if world.is_writer:
+                checkpoint.save(s.run.last, snapshot(s, state, totals_state, time.perf_counter() - t0))
+            if signum:
+                kind = Terminated if signum == signal.SIGTERM else Interrupted
+                what = "Stopped by SIGTERM" if kind is Terminated else "Interrupted"
+                raise kind(f"{what} at epoch {epoch} step {step}; a resumable checkpoint is in "
+                           f"{s.run.last}. Continue with: trainlab train --resume {s.run.path}")
+    world.sum_(step_losses)  # every rank's shares: the global batches' mean losses
+    totals.sum_over(world)
     totals.losses_from_steps(step_losses, s.train_batches.batch_sizes())
     bad = ~torch.isfinite(step_losses)
     first_bad = None
@@ -348,7 +436,7 @@ def diverged(s: Setup, state: RunState, history: list[dict], first_bad: tuple[in
     """Record the divergence in summary.json; the error names the step and what to try."""
     step, loss = first_bad
     state.stopped_because = "diverged"
-    write_summary(s.run, s.cfg, history, state, seconds, {"train": {"loss": float("nan")}})
+    write_summary(s.run, s.cfg, history, state, seconds, {"train": {"loss": float("nan")}}, s.world)
     return DivergedError(
         f"Training diverged at epoch {state.epoch} step {step}: the loss became {loss}. The last good "
         f"checkpoint is {s.run.last}{' (none yet)' if not s.run.last.exists() else ''}. Lower optim.lr "
@@ -365,13 +453,14 @@ def epoch_row(s: Setup, state: RunState, totals: Totals, seconds: float) -> dict
     row.update({f"train_{k}": v for k, v in scores(s, totals.result(s.y_std)).items()})
     if s.val_batches is not None:
         row.update({f"val_{k}": v for k, v in evaluate(s, s.val_batches).items()})
-    return row
+    return s.world.share(row)  # rank 0's row: every decision taken from it is taken once, alike
 
 
 def evaluate(s: Setup, batches: Batches) -> dict:
     """A pass over `batches` in eval mode with the run's model, loss and precision."""
     with s.autocast:
-        return scores(s, evaluate_model(s.forward_model, batches, s.loss_fn, s.splits.task, s.loss_name, s.y_std))
+        return scores(s, evaluate_model(s.forward_model, batches, s.loss_fn, s.splits.task, s.loss_name, s.y_std,
+                                        s.world))
 
 
 def scores(s: Setup, metrics: dict) -> dict:
@@ -388,9 +477,10 @@ def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
     value = row[cfg.train.monitor.replace(".", "_", 1)]  # a metric of the row: check_monitor made sure
     if is_better(value, state.best_value, cfg.train.monitor, cfg.train.early_stopping.min_delta):
         state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-        checkpoint.save(s.run.best, {"model": s.model.state_dict(), "epoch": state.epoch,
-                                     "monitor": cfg.train.monitor, "value": value,
-                                     "config": cfg.to_dict(), "code_version": code_version()})
+        if s.world.is_writer:
+            checkpoint.save(s.run.best, {"model": s.model.state_dict(), "epoch": state.epoch,
+                                         "monitor": cfg.train.monitor, "value": value,
+                                         "config": cfg.to_dict(), "code_version": code_version()})
     else:
         state.bad_epochs += 1
     if s.plateau:
@@ -404,8 +494,10 @@ def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
 
 def final_metrics(s: Setup) -> dict:
     """Every split scored with the checkpoint train.final names (best by default), in eval mode."""
-    if s.cfg.train.final == "best" and s.run.best.exists():
-        checkpoint.load_weights(s.model, s.run.best)
+    if s.cfg.train.final == "best" and s.world.on_writer(s.run.best.exists):
+        if s.world.is_writer:
+            checkpoint.load_weights(s.model, s.run.best)
+        s.world.share_weights(s.model)  # other machines may not see rank 0's disk
     s.train_batches = None  # frees the training split's device copy before the evaluation passes
     final = {}
     for name in ("train", "val", "test"):
@@ -417,7 +509,8 @@ def final_metrics(s: Setup) -> dict:
 
 
 def write_summary(run: RunDir, cfg: Config, history: list[dict], state: RunState, seconds: float,
-                  metrics: dict) -> dict:
+                  metrics: dict, world: World = World()) -> dict:
+    """summary.json's object, written by rank 0."""
     summary = {
         "run_dir": str(run.path),
         "epochs_run": len(history),
@@ -430,7 +523,10 @@ def write_summary(run: RunDir, cfg: Config, history: list[dict], state: RunState
         "code_version": code_version(),
         "torch_threads": torch.get_num_threads(),
     }
-    atomic_write_json(run.summary, summary)
+    if world.distributed:
+        summary["world_size"] = world.size  # processes that trained together (torchrun)
+    if world.is_writer:
+        atomic_write_json(run.summary, summary)
     return summary
 
 

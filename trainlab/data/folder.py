@@ -15,6 +15,8 @@ ImageFileDataset decodes each one when a batch asks for it.
 
 from __future__ import annotations
 
+import io
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -91,12 +93,46 @@ def load(path: str, image_size: int = 64) -> Source:
     return Source(train=train, test=test, task="classification", classes=classes, image_size=image_size)
 
 
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def png_damage(data: bytes) -> Optional[str]:
+    """What is wrong with a PNG file's chunks (a CRC-32 mismatch, a cut), or None when every chunk is whole.
+
+    PIL does not check the CRCs of the pixel data (IDAT) and stops inflating once it has the pixels:
+    1 in 13 single-bit flips there decoded silently to other pixels.
+    """
+    pos = len(_PNG)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        kind = data[pos + 4:pos + 8]
+        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"its {kind.decode('latin-1')!r} chunk fails its CRC-32 check"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "it is truncated (no complete IEND chunk)"
+
+
 def read_image(path: str | Path, image_size: int) -> torch.Tensor:
-    """Decode one image file into a uint8 (3, image_size, image_size) tensor (RGB, bilinear resize)."""
+    """Decode one image file into a uint8 (3, image_size, image_size) tensor (RGB, bilinear resize).
+
+    PNG files are checked chunk by chunk (CRC-32) first; JPEG and the other formats carry no checksum.
+    """
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"Image file '{path}' cannot be read ({e.strerror or e}).") from None
+    damage = png_damage(data) if data.startswith(_PNG) else None
+    if damage is not None:
+        raise DataError(f"Image file '{path}' is corrupt: {damage}. Replace or remove it.")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             im = im.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)  # (H, W, 3)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), ValueError, ...

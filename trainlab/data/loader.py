@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..config import AugmentConfig
+from ..errors import DataError
 from . import FileSplit, Split, Splits
 from . import augment as aug
 
@@ -135,7 +136,14 @@ class Batches:
             dataset, batch_sampler=sampler, num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
             prefetch_factor=4 if self.workers else None)
-        for x, y in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                return
+            except DataError as e:  # raised in a worker: DataLoader wraps the message in the worker's traceback
+                raise DataError(_worker_message(str(e))) from None
             x = x.to(self.device, non_blocking=True)
             yield self.prepare(x), self._targets(y.to(self.device, non_blocking=True))
 
@@ -161,6 +169,13 @@ class Batches:
         if self.augment is not None and self.augment.noise:
             x = aug.add_noise(x, self.augment.noise, self.gen)
         return x
+
+
+def _worker_message(text: str) -> str:
+    """The DataError's own message out of "Caught DataError in DataLoader worker process 0. Original
+    Traceback ...: trainlab.errors.DataError: <message>" (the user's answer, not the worker's stack)."""
+    marker = "DataError: "
+    return text[text.rfind(marker) + len(marker):].strip() if marker in text else text
 
 
 def make_batches(splits: Splits, split_name: str, batch_size: int, device: torch.device,

@@ -301,7 +301,10 @@ def load_text(name: str = "text", path: Optional[str] = None, tokenizer: Union[s
         train_text = data[: int(len(data) * (1.0 - val_fraction - test_fraction))] if kind == "bpe" else data
         tokenizer = fit_tokenizer(kind, train_text, vocab_size)
     ids = torch.from_numpy(tokenizer.encode_array(data))
-    train, val, test = split_stream(ids, val_fraction, test_fraction)
+    try:
+        train, val, test = split_stream(ids, val_fraction, test_fraction)
+    except DataError as e:  # too little text: name the file (a truncated one reads as a short text)
+        raise DataError(f"Text '{source}': {e}") from None
     return TextSplits(train, val, test, tokenizer, source)
 
 

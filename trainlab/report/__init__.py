@@ -5,7 +5,8 @@
 
 Reads only files: config.yaml, metrics.jsonl, summary.json and, after `trainlab evaluate`,
 eval/metrics.json, eval/curves.json, eval/predictions.csv, eval/diagnosis.json and
-eval/wrong_examples.npz. A section whose file is missing is replaced by a one-line note, so a
+eval/wrong_examples.npz; after `trainlab explain`, eval/attributions.npz and its figures in
+eval/explain/. A section whose file is missing is replaced by a one-line note, so a
 run that was only trained still gets a page (its diagnosis is then computed from metrics.jsonl).
 
 The page has no scripts and loads nothing: the figures are PNGs embedded as base64 data URIs, the

@@ -173,6 +173,41 @@ def _task(run: RunFiles) -> str:
     return "regression" if regression else "classification"
 
 
+def _attributions_section(run: RunFiles) -> tuple[str, str, str]:
+    """What `trainlab explain` wrote: its figures (eval/explain/*.png) and, for tables, the ranking."""
+    import base64
+    import json
+
+    import numpy as np
+
+    a = run.attributions
+    meta = json.loads(str(a["meta"])) if "meta" in a else {}
+    kind, method = meta.get("kind", "?"), str(meta.get("method", "?"))
+    target = "the predicted next token's logit" if kind == "text" else "the predicted class's logit"
+    parts = [f"<p class='meta'>{escape(method.replace('_', ' '))} on the {escape(meta.get('split', '?'))} split, "
+             f"{escape(meta.get('checkpoint', '?'))} checkpoint; attributed: {target}. From eval/attributions.npz "
+             f"(<code>trainlab explain {escape(run.path)}</code>).</p>"]
+    if method == "integrated_gradients" and len(a.get("delta", [])):
+        gap = np.abs(a["delta"])
+        relative = gap / np.maximum(np.abs(a["output"] - a["baseline_output"]), 1e-12)
+        parts.append(f"<p class='meta'>Completeness: the attributions of each example sum to f(x) − f(baseline) "
+                     f"within {float(gap.max()):.3g} (at most {100 * float(relative.max()):.3g}% of an example's "
+                     "f(x) − f(baseline)).</p>")
+    if kind == "table":
+        order = np.argsort(-a["mean_abs"], kind="stable")[:30]
+        rows = [[str(a["features"][i]), float(a["mean_abs"][i]), float(a["permutation_mean"][i]),
+                 float(a["permutation_std"][i])] for i in order]
+        parts.append(html_table(["feature", "mean |attribution|", "permutation importance", "± std"], rows))
+    figs = []
+    for name in meta.get("figures", []):
+        file = run.path / name
+        if file.is_file():
+            uri = "data:image/png;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
+            figs.append(f'<figure><img src="{uri}" alt="{escape(Path(name).stem)}"></figure>')
+    parts.append(f"<div class='figs'>{''.join(figs)}</div>" if figs else html_note("The figures are missing."))
+    return html_section("attributions", "Attributions", "".join(parts))
+
+
 def _config_section(run: RunFiles) -> tuple[str, str, str]:
     if run.config_text is None:
         return html_section("config", "Resolved config", html_note("No config.yaml."))
@@ -194,6 +229,11 @@ def render_report(run: RunFiles) -> str:
         sections.append(html_section("evaluation", "Evaluation", hint))
     else:
         sections += _classification_sections(run) if classification else _regression_sections(run)
+    if run.attributions is not None:
+        try:
+            sections.append(_attributions_section(run))
+        except (KeyError, ValueError, TypeError, IndexError) as err:  # a file of another layout: noted
+            run.problems.append(f"eval/attributions.npz: {type(err).__name__}: {err}")
     sections.append(_config_section(run))
     if run.problems:
         items = "".join(f"<li>{escape(p)}</li>" for p in run.problems)

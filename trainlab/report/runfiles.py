@@ -29,6 +29,7 @@ class RunFiles:
     wrong: Optional[dict] = None                           # eval/wrong_examples.npz arrays
     predictions: Optional[Path] = None                     # eval/predictions.csv
     problems: list[str] = field(default_factory=list)      # files present but unreadable
+    attributions: Optional[dict] = None                    # eval/attributions.npz arrays (trainlab explain)
 
     @property
     def name(self) -> str:
@@ -74,6 +75,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
     run.curves = attempt("eval/curves.json", lambda f: json.loads(f.read_text()))
     run.diagnosis = attempt("eval/diagnosis.json", lambda f: json.loads(f.read_text()))
     run.wrong = attempt("eval/wrong_examples.npz", _read_npz)
+    run.attributions = attempt("eval/attributions.npz", _read_npz)
     if (path / "eval" / "predictions.csv").is_file():
         run.predictions = path / "eval" / "predictions.csv"
     return run
