@@ -76,4 +76,6 @@ else
   echo "gpu.sh: packed search skipped: optuna is not importable. Carry its wheels in .whl/ (optuna, alembic," >&2
   echo "        sqlalchemy, colorlog, tqdm, Mako, greenlet: pip download optuna -d .whl)." >&2
 fi
+# 5. Several processes: the plain run against torchrun (--nproc 1, and --nproc 2 where 2 GPUs are lent).
+PYTHONUNBUFFERED=1 "$PY" bench/ddp_bench.py --gpu --repeats 2 --out "$OUT_DIR"
 echo "gpu.sh: done in $(( $(date +%s) - start )) s" >&2

@@ -213,7 +213,7 @@ def _open_run(config, out, resume, smoke, in_place: bool = False) -> tuple[Confi
     if smoke:
         cfg = _apply_smoke(cfg)
     if in_place:  # the first attempt died before its first checkpoint: begin again in its folder
-        run = RunDir(Path(out))
+        run = RunDir(Path(out)).lock()  # the dead attempt's lock went with its process
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         run.metrics.unlink(missing_ok=True)
     else:
