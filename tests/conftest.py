@@ -1,8 +1,11 @@
 """Shared fixtures: small real datasets, a quick config, and a CLI runner."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,28 @@ def truncated_fashion_root(tmp_path: Path, fashion: Path) -> tuple[Path, Path]:
     broken.unlink()
     broken.write_bytes((fashion / broken.name).read_bytes()[:2000])
     return tmp_path / "root", broken
+
+
+def wait_for(predicate, timeout: float = 120) -> bool:
+    """Poll `predicate` every 20 ms until it is true (True) or `timeout` seconds pass (False)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str = "a generated case"):
+    """Fail (not hang) when the block takes longer than `seconds` (SIGALRM; main thread only)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"{what} took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -18,7 +18,7 @@ from trainlab.cli import main
 from trainlab.config import load_config
 from trainlab.train import build_setup, train
 
-from conftest import FASHION, ROOT
+from conftest import FASHION, ROOT, wait_for
 
 # The seed MLP on 12,000 Fashion-MNIST images (10,800 train), batch 63: 172 steps per epoch, and
 # every global batch splits unevenly over 2 ranks (32 + 31), so the exact handling of uneven
@@ -60,15 +60,6 @@ def _rows(run: Path) -> list[dict]:
 
 def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-def _wait_for(predicate, timeout=180):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _mid_epoch_checkpoint(run: Path, epoch: int):
@@ -216,7 +207,7 @@ def test_sigterm_saves_then_one_process_resumes_a_two_process_run(two_processes,
     ref_run, ref_summary, _, _ = two_processes
     out = tmp_path / "cut"
     proc = _popen("train", *SEED_MLP, "--out", out, "--nproc", 2)
-    assert _wait_for(_mid_epoch_checkpoint(out, 2)), proc.stderr.read() if proc.poll() is not None else ""
+    assert wait_for(_mid_epoch_checkpoint(out, 2)), proc.stderr.read() if proc.poll() is not None else ""
     proc.send_signal(signal.SIGTERM)  # what SLURM and Kubernetes send: torchrun passes it to the workers
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
@@ -236,7 +227,7 @@ def test_elastic_restart_after_sigkill_ends_exactly_like_an_uninterrupted_run(tw
     ref_run, ref_summary, _, _ = two_processes
     out = tmp_path / "killed"
     proc = _popen("train", *SEED_MLP, "--out", out, "--nproc", 2, "--max-restarts", 1, "--json")
-    assert _wait_for(_mid_epoch_checkpoint(out, 2)), proc.stderr.read() if proc.poll() is not None else ""
+    assert wait_for(_mid_epoch_checkpoint(out, 2)), proc.stderr.read() if proc.poll() is not None else ""
     workers = _workers(out)
     assert sorted(workers) == [0, 1], workers
     os.kill(workers[1], signal.SIGKILL)  # no handler runs; torchrun restarts the group
@@ -315,7 +306,7 @@ def test_sigterm_on_one_process_saves_and_exits_143(tmp_path):
     out = tmp_path / "run"
     proc = _popen("train", "-c", ROOT / "examples/seed_mlp.yaml", "data.limit=12000", "train.epochs=2",
                   "train.batch_size=32", "train.progress=lines", "--out", out)
-    assert _wait_for(lambda: (out / "metrics.jsonl").exists())
+    assert wait_for(lambda: (out / "metrics.jsonl").exists())
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr

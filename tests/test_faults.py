@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from trainlab.errors import ConfigError, DataError, Interrupted
 from trainlab.runs import LOCK_NAME, RunDir, RunLock
 from trainlab.train import train
 
-from conftest import ROOT, quick_config, run_cli
+from conftest import ROOT, quick_config, run_cli, wait_for
 
 
 def _interrupted_run(out: Path, at=(2, 5), **sections) -> Path:
@@ -231,15 +230,6 @@ HOLDER = ["data.name=digits", "data.val_fraction=0.2", "model.hidden=[32]", "tra
           "train.epochs=36", "train.checkpoint_every=40", "train.progress=none", "train.threads=1"]
 
 
-def _wait(predicate, timeout=60.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_a_second_process_on_a_live_run_directory_is_refused_with_the_first_ones_pid(tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "trainlab", "train", *HOLDER, "--out", str(out)], cwd=ROOT,
@@ -250,7 +240,7 @@ def test_a_second_process_on_a_live_run_directory_is_refused_with_the_first_ones
             lock = out / LOCK_NAME
             return lock.exists() and f'"pid": {first.pid}' in lock.read_text() and (out / "checkpoints" / "last.pt").exists()
 
-        assert _wait(holds_and_saved), first.stderr.read() if first.poll() is not None else "no lock"
+        assert wait_for(holds_and_saved), first.stderr.read() if first.poll() is not None else "no lock"
         # A train --out onto it and a --resume of it, both while the first one trains: refused, exit 2.
         seconds = [sys.executable, "-m", "trainlab", "train"]
         others = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import signal
 import string
 import typing
 import warnings
@@ -25,6 +24,8 @@ from pydantic import BaseModel
 
 from trainlab.config import KNOWN_KEYS, Config, build_config, load_config
 from trainlab.errors import ConfigError
+
+from conftest import time_limit
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
@@ -201,21 +202,6 @@ def override_texts(draw, keys=tuple(LEAVES), typed_keys=None):
 
 
 # ---------------------------------------------------------------- what every outcome must satisfy
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail (not hang) when a case takes longer than `seconds`."""
-    def expire(signum, frame):
-        raise TimeoutError(f"a generated case took more than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
 
 def _names_a_key(message: str, keys: list) -> bool:
     """The error names a key: one given (or its unknown first part, or the beginning of a very long one;

@@ -18,7 +18,6 @@ is checked against its published MD5 before it is unpickled (tests/test_data.py)
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import os
@@ -35,23 +34,9 @@ from trainlab import checkpoint, data
 from trainlab.config import build_config
 from trainlab.errors import DataError
 
-from conftest import FASHION
+from conftest import FASHION, time_limit
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    def expire(signum, frame):
-        raise TimeoutError(f"a corrupted file took more than {seconds} s to read")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @st.composite

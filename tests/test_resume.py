@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from trainlab.config import build_config
 from trainlab.errors import Interrupted
 from trainlab.train import train
 
-from conftest import ROOT, quick_config
+from conftest import ROOT, quick_config, wait_for
 
 # Everything that carries state across steps: momentum, a warm-up + cosine schedule, dropout
 # (global RNG), augmentation (its own generator) and shuffling.
@@ -83,15 +82,6 @@ FASHION_SLOW = ["data.limit=12000", "model.hidden=[256]", "train.epochs=3", "tra
                 "regularize.augment.noise=0.1", "model.dropout=0.1", "train.progress=lines"]
 
 
-def _wait_for(predicate, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """One uninterrupted CLI run both subprocess tests compare with."""
@@ -108,7 +98,7 @@ def test_real_sigint_to_the_cli_saves_exits_130_and_resumes_exactly(tmp_path, fa
     proc = subprocess.Popen(_cli("train", "-c", ROOT / "examples/seed_mlp.yaml", *FASHION_SLOW, "--out", out),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Interrupt somewhere inside epoch 2: after epoch 1's row is written.
-    assert _wait_for(lambda: (out / "metrics.jsonl").exists())
+    assert wait_for(lambda: (out / "metrics.jsonl").exists())
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -134,7 +124,7 @@ def test_sigkill_mid_epoch_resumes_from_the_periodic_checkpoint(tmp_path, fashio
             return False
         return checkpoint.load(last)["progress"]["step"] > 0  # atomic writes: never a torn file
 
-    assert _wait_for(mid_epoch_checkpoint_saved)
+    assert wait_for(mid_epoch_checkpoint_saved)
     proc.kill()  # SIGKILL: no handler runs; only what was saved atomically survives
     proc.wait(timeout=60)
     saved = checkpoint.load(last)
