@@ -256,26 +256,59 @@ def test_two_nodes_on_one_machine_train_one_run(tmp_path, fashion_available):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_gpt_trains_on_two_processes_with_accumulation(tmp_path):
-    small = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "model.dropout=0",
-             "train.steps=20", "eval.every=10", "train.batch_size=6", "train.accumulate=2", "eval.limit=64",
-             "train.progress=none"]
-    done = _run("train", "-c", ROOT / "examples/shakespeare_char.yaml", *small, "--out", tmp_path / "ddp",
-                "--nproc", 2, "--json")
+# A small GPT on the shipped Tiny Shakespeare, 6 x 2 windows per step, no dropout (the ranks' own
+# dropout streams would differ from one process's).
+SMALL_GPT = ["-c", str(ROOT / "examples/shakespeare_char.yaml"), "model.n_layer=2", "model.n_head=2",
+             "model.n_embd=32", "model.block_size=32", "model.dropout=0", "train.steps=60", "eval.every=20",
+             "train.batch_size=6", "train.accumulate=2", "eval.limit=64", "train.progress=none",
+             "train.checkpoint_every=5"]
+
+
+@pytest.fixture(scope="module")
+def gpt_one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpt") / "one"
+    done = _run("train", *SMALL_GPT, "--out", out, "--json")
     assert done.returncode == 0, done.stderr
-    one = _run("train", "-c", ROOT / "examples/shakespeare_char.yaml", *small, "--out", tmp_path / "one", "--json")
-    assert one.returncode == 0, one.stderr
-    rows_two, rows_one = _rows(tmp_path / "ddp"), _rows(tmp_path / "one")
-    # The same batches (6 x 2 windows per step, split 3 + 3 and micro-batched on each rank): the
-    # same tokens counted, the same steps.
-    assert [(r["step"], r["tokens"]) for r in rows_two] == [(r["step"], r["tokens"]) for r in rows_one]
-    assert (tmp_path / "ddp/tokenizer.json").read_text() == (tmp_path / "one/tokenizer.json").read_text()
-    # Rounding-level gradient differences over 20 steps: the losses agree to far better than the
-    # 0.2 nats these 20 steps lower the loss by; a wrong slice or weight (a rank's batch counted
+    return out
+
+
+def _close_losses(rows_a, rows_b):
+    # Rounding-level gradient differences over 60 steps: the losses agree to far better than the
+    # 0.2 nats these steps lower the loss by; a wrong slice or weight (a rank's batch counted
     # twice, a micro-batch's share off) would show at that scale.
-    for a, b in zip(rows_two, rows_one):
+    assert [(r["step"], r["tokens"]) for r in rows_a] == [(r["step"], r["tokens"]) for r in rows_b]
+    for a, b in zip(rows_a, rows_b):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.01 and abs(a["val_loss"] - b["val_loss"]) < 0.01
-    assert rows_one[0]["train_loss"] - rows_one[-1]["val_loss"] > 0.2
+    assert rows_b[0]["train_loss"] - rows_b[-1]["val_loss"] > 0.2
+
+
+def test_gpt_sharded_with_fsdp_stops_on_sigterm_and_resumes_on_one_process(tmp_path, gpt_one_process):
+    """train.strategy=fsdp: parameters, gradients and AdamW state sharded over 2 ranks; last.pt is
+    gathered whole, so one unsharded process resumes it."""
+    out = tmp_path / "fsdp"
+    proc = _popen("train", *SMALL_GPT, "train.strategy=fsdp", "--out", out, "--nproc", 2)
+    assert wait_for(_mid_epoch_checkpoint(out, 2)), proc.stderr.read() if proc.poll() is not None else ""
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    saved = checkpoint.load(out / "checkpoints/last.pt")
+    assert saved["progress"]["step"] > 0
+    # Whole tensors keyed like one process's: the sharded run's checkpoint is not sharded.
+    one_state = checkpoint.load(gpt_one_process / "checkpoints/last.pt")["model"]
+    assert {k: v.shape for k, v in saved["model"].items()} == {k: v.shape for k, v in one_state.items()}
+    resumed = _run("train", "--resume", out, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    _close_losses(_rows(out), _rows(gpt_one_process))
+
+
+def test_gpt_trains_on_two_processes_with_accumulation(tmp_path, gpt_one_process):
+    done = _run("train", *SMALL_GPT, "--out", tmp_path / "ddp", "--nproc", 2, "--json")
+    assert done.returncode == 0, done.stderr
+    rows_two, rows_one = _rows(tmp_path / "ddp"), _rows(gpt_one_process)
+    # The same batches (6 x 2 windows per step, split 3 + 3 and micro-batched on each rank): the
+    # same tokens counted, the same steps, rank 0's tokenizer.
+    assert (tmp_path / "ddp/tokenizer.json").read_text() == (gpt_one_process / "tokenizer.json").read_text()
+    _close_losses(rows_two, rows_one)
 
 
 def test_a_rendezvous_nobody_answers_is_a_clear_error(tmp_path):

@@ -332,6 +332,11 @@ class TrainConfig(Section):
         "which weights the final train/val/test evaluation in summary.json uses: `best` (`best.pt`, falling "
         "back to the last weights when there is none) or `last`")
     early_stopping: EarlyStoppingConfig = Field(EarlyStoppingConfig(), description="early stopping on `train.monitor`")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description=
+        "on several processes (`trainlab train --nproc N`, torchrun): `ddp` keeps a whole copy of the model "
+        "on every process and all-reduces the gradients; `fsdp` (model.name=gpt) shards parameters, "
+        "gradients and optimiser state over the processes (torch's fully_shard), for models that do not fit "
+        "one device. One process ignores it")
     accumulate: int = Field(1, ge=1, le=1024, description=
         "gradient accumulation: each optimiser step sums the gradients of this many batches of "
         "`train.batch_size` (backward once per batch, so activations of one batch at a time), the same "

@@ -158,6 +158,77 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
+def shard(model: torch.nn.Module) -> None:
+    """train.strategy=fsdp: torch's fully_shard on each transformer block, then on the whole model,
+    in place: every rank keeps 1/world of each parameter, gradient and optimiser state; a block's
+    parameters are gathered for its forward and backward and freed after (FSDP2)."""
+    from torch.distributed.fsdp import fully_shard
+    for block in getattr(model, "blocks", ()):
+        fully_shard(block)
+    fully_shard(model)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """The model's and the optimiser's state as one process would save them, on the CPU.
+
+    A sharded model's are gathered from every rank (a collective: every rank calls this), the
+    optimiser's keyed by parameter name (torch.distributed.checkpoint's full state dict) instead of
+    by position; load_full_state reads both forms into any strategy and world size.
+    """
+    if not is_sharded(model):
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_state_dict(model, optimizer, options=options)
+
+
+def full_model_state(model: torch.nn.Module) -> dict:
+    """The model's weights as one process would save them (gathered from every rank when sharded)."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], model_state: dict,
+                    optimizer_state: Optional[dict] = None) -> None:
+    """Put a whole (unsharded) state into `model` and `optimizer`, sharded or not; the optimiser's
+    state may be keyed by position (a plain optimizer.state_dict()) or by parameter name (a sharded run's)."""
+    by_name = optimizer_state is not None and _keyed_by_name(optimizer_state)
+    if not is_sharded(model) and not by_name:
+        model.load_state_dict(model_state)
+        if optimizer is not None and optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=options)
+    if optimizer is not None and optimizer_state is not None:
+        if not by_name:
+            optimizer_state = _by_name(model, optimizer, optimizer_state)
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
+
+
+def _keyed_by_name(optimizer_state: dict) -> bool:
+    groups = optimizer_state.get("param_groups", [])
+    return any(isinstance(p, str) for g in groups for p in g.get("params", []))
+
+
+def _by_name(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """A positional optimizer.state_dict() keyed by parameter name instead: position i is the i-th
+    parameter of this optimiser's groups, built in the same order from the same config."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    return {"state": {order[i]: v for i, v in state["state"].items()},
+            "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]]}
+
+
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model` when there are several processes (it all-reduces the
     gradients during backward, averaging over ranks); the model itself otherwise."""

@@ -84,10 +84,9 @@ def evaluate_model(model: torch.nn.Module, batches: Batches, loss_fn: losses.Los
     for x, y in batches.epoch():
         if world is not None and world.distributed:
             x, y = world.local(x), world.local(y)
-            if y.numel() == 0:
-                continue
-        output = model(x)
-        totals.add(loss_fn(output, y), output, y, loss_name)
+        output = model(x)  # also on an empty slice: a sharded model's forward is a collective
+        if y.numel():
+            totals.add(loss_fn(output, y), output, y, loss_name)
     model.train(was_training)
     if world is not None:
         totals.sum_over(world)

@@ -125,9 +125,10 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
                 judge_epoch(s, state, row)  # best.pt, early stopping, reduce_on_plateau
                 state.epoch, state.step = state.epoch + 1, 0
                 state.seconds = time.perf_counter() - run_start
+                shot = snapshot(s, state)  # on every rank: a sharded model's weights are gathered
                 if world.is_writer:
                     run.write_metrics(history)
-                    checkpoint.save(run.last, snapshot(s, state))
+                    checkpoint.save(run.last, shot)
                 console.end_epoch(row)
                 if logger is not None:
                     logger(row["epoch"], row)
@@ -255,6 +256,12 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
         if splits.task != "language_model":  # token ids in, (B, T, V) out: GPT checks its own sizes
             check_output(model, splits.input_shape, n_out)
     model = place_model(model, device, dtype)
+    sharded = world.distributed and cfg.train.strategy == "fsdp"
+    if sharded:
+        if cfg.model.name != "gpt":
+            raise ConfigError(f"train.strategy=fsdp shards a gpt's transformer blocks; model.name={cfg.model.name} "
+                              "fits one device: use train.strategy=ddp.")
+        distributed.shard(model)  # before the optimiser: it must see the sharded parameters
     # Each optimiser step takes train.accumulate batches at once; train_step splits them again.
     batch_size = len(splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size * cfg.train.accumulate
     train_batches = make_batches(splits, "train", batch_size, device, dtype, cfg, train=True)
@@ -263,7 +270,7 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
     scheduler = build_scheduler(cfg, optimizer, len(train_batches))
     forward_model = torch.compile(model) if cfg.train.compile else model
     step_model = forward_model
-    if world.distributed:  # DDP averages the ranks' gradients during backward
+    if world.distributed and not sharded:  # DDP averages the ranks' gradients during backward
         step_model = distributed.wrap(model, world, device)
         step_model = torch.compile(step_model) if cfg.train.compile else step_model
     return Setup(cfg=cfg, run=run, device=device, dtype=dtype, splits=splits, model=model,
@@ -310,8 +317,7 @@ def restore(s: Setup, saved: Optional[dict]) -> tuple[RunState, Optional[dict]]:
     if saved is None:
         _seed_other_ranks(s, 0)
         return RunState(), None
-    s.model.load_state_dict(saved["model"])
-    s.optimizer.load_state_dict(saved["optimizer"])
+    distributed.load_full_state(s.model, s.optimizer, saved["model"], saved["optimizer"])
     if s.scheduler is not None and saved.get("scheduler") is not None:
         s.scheduler.load_state_dict(saved["scheduler"])
     checkpoint.set_rng_state(saved["rng"])
@@ -397,8 +403,9 @@ def train_epoch(s: Setup, state: RunState, partial: Optional[dict], stop: StopFl
             so_far.restore(totals.state())
             so_far.sum_over(world)
             totals_state = {**so_far.state(), "step_losses": world.sum_(step_losses.clone()).cpu()}
+            shot = snapshot(s, state, totals_state, time.perf_counter() - t0)  # every rank: see train()
             if world.is_writer:
-                checkpoint.save(s.run.last, snapshot(s, state, totals_state, time.perf_counter() - t0))
+                checkpoint.save(s.run.last, shot)
             if signum:
                 kind = Terminated if signum == signal.SIGTERM else Interrupted
                 what = "Stopped by SIGTERM" if kind is Terminated else "Interrupted"
@@ -419,8 +426,9 @@ def snapshot(s: Setup, state: RunState, totals: Optional[dict] = None, epoch_sec
     """last.pt's content at `state`: mid-epoch (state.step > 0) it also holds the epoch's running
     totals, the augmentation generator and the seconds so far, so resume is exact."""
     mid = state.step > 0
+    model_state, optimizer_state = distributed.full_state(s.model, s.optimizer)
     return {
-        "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "model": model_state, "optimizer": optimizer_state,
         "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
         "rng": checkpoint.rng_state(),
         "aug_rng": s.train_batches.gen.get_state() if mid else None,
@@ -477,8 +485,9 @@ def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
     value = row[cfg.train.monitor.replace(".", "_", 1)]  # a metric of the row: check_monitor made sure
     if is_better(value, state.best_value, cfg.train.monitor, cfg.train.early_stopping.min_delta):
         state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+        weights = distributed.full_model_state(s.model)  # every rank: gathered when sharded
         if s.world.is_writer:
-            checkpoint.save(s.run.best, {"model": s.model.state_dict(), "epoch": state.epoch,
+            checkpoint.save(s.run.best, {"model": weights, "epoch": state.epoch,
                                          "monitor": cfg.train.monitor, "value": value,
                                          "config": cfg.to_dict(), "code_version": code_version()})
     else:
@@ -495,9 +504,13 @@ def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
 def final_metrics(s: Setup) -> dict:
     """Every split scored with the checkpoint train.final names (best by default), in eval mode."""
     if s.cfg.train.final == "best" and s.world.on_writer(s.run.best.exists):
-        if s.world.is_writer:
-            checkpoint.load_weights(s.model, s.run.best)
-        s.world.share_weights(s.model)  # other machines may not see rank 0's disk
+        if distributed.is_sharded(s.model):  # rank 0 reads, every rank loads its shards
+            best = s.world.on_writer(lambda: checkpoint.load(s.run.best)["model"])
+            distributed.load_full_state(s.model, None, best)
+        else:
+            if s.world.is_writer:
+                checkpoint.load_weights(s.model, s.run.best)
+            s.world.share_weights(s.model)  # other machines may not see rank 0's disk
     s.train_batches = None  # frees the training split's device copy before the evaluation passes
     final = {}
     for name in ("train", "val", "test"):
