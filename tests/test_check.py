@@ -71,7 +71,11 @@ def _check_ok(proc) -> dict:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_check_works_on_every_example(example, capsys, fashion_available, cifar_shaped_folder):
     if example.name != "cifar_resnet.yaml":
-        _check_ok(run_cli("check", "-c", example, "--steps", "3", "--json"))
+        result = _check_ok(run_cli("check", "-c", example, "--steps", "3", "--json"))
+        # A step budget (the language models) is counted in evaluation periods, not epochs.
+        periods = result["timing"]["step_budget"] is not None
+        text = format_check(result)
+        assert ("evaluation period ~" in text) == periods and ("epoch ~" in text) != periods
         return
     if any((root / "cifar10").is_dir() for root in data_roots()):
         _check_ok(run_cli("check", "-c", example, "--steps", "3", "--json"))

@@ -255,6 +255,7 @@ def _time_steps(s: Setup, steps: int, warnings: list[str]) -> dict:
         "val_seconds": val_seconds, "epoch_seconds": epoch_seconds, "epochs": s.rounds,
         "final_eval_seconds": final_eval, "run_seconds": s.rounds * epoch_seconds + final_eval,
         "early_stopping": cfg.train.early_stopping.patience is not None,
+        "step_budget": cfg.train.steps,  # train.steps: an "epoch" is the period between two evaluations
     }
     if device.type == "cuda":
         timing["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -344,9 +345,12 @@ def format_check(result: dict) -> str:
                  f"{t['warmup_steps']} warm-up, median {_seconds(t['seconds_per_step'])} per step "
                  f"({t['examples_per_second']:,.0f} examples/s); loss {t['loss_first']:.4g} -> {t['loss_last']:.4g}")
     val = (f" + val {t['val_batches']} x {_seconds(t['eval_seconds_per_batch'])}" if t["val_batches"] else "")
-    lines.append(f"  epoch ~ {t['steps_per_epoch']:,} steps x {_seconds(t['seconds_per_step'])}{val} "
+    # With a step budget (train.steps) a metrics row closes each evaluation period, not an epoch.
+    unit = "evaluation period" if t.get("step_budget") else "epoch"
+    lines.append(f"  {unit} ~ {t['steps_per_epoch']:,} steps x {_seconds(t['seconds_per_step'])}{val} "
                  f"= {_seconds(t['epoch_seconds'])}")
-    lines.append(f"  run ~ {t['epochs']} epochs{' (at most: early stopping)' if t['early_stopping'] else ''} "
+    rounds = f"{t['epochs']} {unit}s" + (f" ({t['step_budget']:,} steps)" if t.get("step_budget") else "")
+    lines.append(f"  run ~ {rounds}{' (at most: early stopping)' if t['early_stopping'] else ''} "
                  f"+ final evaluation {_seconds(t['final_eval_seconds'])} = {_seconds(t['run_seconds'])}")
     for w in result["warnings"]:
         lines.append(f"warning: {w}")
