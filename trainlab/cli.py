@@ -88,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_train(args) -> dict:
     # Usage is checked before torch is imported: a wrong command line answers at once.
+    if args.resume and (args.config or args.overrides):
+        raise _usage("--resume continues a run with its saved config; drop -c and overrides.")
     if args.nproc is not None:
         return _launch_train(args)
     if args.resume:
-        if args.config or args.overrides:
-            raise _usage("--resume continues a run with its saved config; drop -c and overrides.")
         from .train import train
         result = train(None, resume=args.resume, data_dir=args.data_dir)
     else:
@@ -113,8 +113,6 @@ def _launch_train(args) -> dict:
 
     worker = ["train"]
     if args.resume:
-        if args.config or args.overrides:
-            raise _usage("--resume continues a run with its saved config; drop -c and overrides.")
         worker += ["--resume", args.resume]
         device = "auto"
     else:

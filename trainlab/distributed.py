@@ -95,13 +95,6 @@ class World:
             raise outcome[1]
         return outcome[1]
 
-    def share_weights(self, model: torch.nn.Module) -> None:
-        """Rank 0's parameters and buffers into every rank's copy of `model` (e.g. after rank 0
-        alone read best.pt: other machines may not see its disk)."""
-        if self.distributed:
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                torch.distributed.broadcast(tensor.data, src=0)
-
 
 def world_from_env() -> World:
     """The World torchrun describes in RANK, WORLD_SIZE and LOCAL_RANK; World() without them."""

@@ -52,6 +52,15 @@ class Totals:
         world.sum_(sums)
         self.loss, self.hits, self.abs_err, self.count = sums[0], sums[1], sums[2], int(sums[3])
 
+    def state_over(self, world) -> dict:
+        """state() summed over the ranks of `world`; this rank's running sums stay as they are."""
+        if not world.distributed:
+            return self.state()
+        summed = Totals(self.loss.device, self.task)
+        summed.restore(self.state())
+        summed.sum_over(world)
+        return summed.state()
+
     def state(self) -> dict:
         return {"loss": self.loss.cpu(), "hits": self.hits.cpu(), "abs_err": self.abs_err.cpu(), "count": self.count}
 

@@ -399,10 +399,7 @@ def train_epoch(s: Setup, state: RunState, partial: Optional[dict], stop: StopFl
         signum = world.max(stop.signum or 0, s.device)  # one rank's SIGTERM stops every rank at this step
         if signum or (every and state.global_step % every == 0 and step < steps):
             state.step, state.seconds = step, time.perf_counter() - run_start
-            so_far = Totals(s.device, s.splits.task)
-            so_far.restore(totals.state())
-            so_far.sum_over(world)
-            totals_state = {**so_far.state(), "step_losses": world.sum_(step_losses.clone()).cpu()}
+            totals_state = {**totals.state_over(world), "step_losses": world.sum_(step_losses.clone()).cpu()}
             shot = snapshot(s, state, totals_state, time.perf_counter() - t0)  # every rank: see train()
             if world.is_writer:
                 checkpoint.save(s.run.last, shot)
@@ -504,13 +501,11 @@ def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
 def final_metrics(s: Setup) -> dict:
     """Every split scored with the checkpoint train.final names (best by default), in eval mode."""
     if s.cfg.train.final == "best" and s.world.on_writer(s.run.best.exists):
-        if distributed.is_sharded(s.model):  # rank 0 reads, every rank loads its shards
+        if s.world.distributed:  # rank 0 reads (other machines may not see its disk); every rank loads
             best = s.world.on_writer(lambda: checkpoint.load(s.run.best)["model"])
-            distributed.load_full_state(s.model, None, best)
+            distributed.load_full_state(s.model, None, best)  # its shards, when sharded
         else:
-            if s.world.is_writer:
-                checkpoint.load_weights(s.model, s.run.best)
-            s.world.share_weights(s.model)  # other machines may not see rank 0's disk
+            checkpoint.load_weights(s.model, s.run.best)
     s.train_batches = None  # frees the training split's device copy before the evaluation passes
     final = {}
     for name in ("train", "val", "test"):
