@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import reprlib
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -11,6 +10,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_values import check_size, plain_data, short, too_large
 from .errors import ConfigError
 
 DATASETS = (
@@ -35,43 +35,7 @@ OPTIM_KEYS = {
 }
 
 
-INT_LIMIT = 2**63  # every integer key fits in 64 bits: torch and numpy take them as int64
 SEED_LIMIT = 2**32  # data.split_seed seeds numpy's RandomState, which takes 0 .. 2**32 - 1
-
-
-def _too_large(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return abs(value) >= INT_LIMIT
-    if isinstance(value, (list, tuple)):
-        return any(_too_large(v) for v in value)
-    if isinstance(value, dict):
-        return any(_too_large(v) for v in value.values())
-    return False
-
-
-def _plain_data(value: Any) -> None:
-    """ValueError unless `value` is YAML's plain data (what config.yaml writes and reads back the same):
-    text, finite numbers, booleans, null, lists, and mappings with text keys."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"holds {value}, which config.yaml cannot keep")
-        return
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            _plain_data(v)
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ValueError(f"has the key {k!r}: keys must be text")
-            _plain_data(v)
-        return
-    raise ValueError(f"holds a {type(value).__name__} ({reprlib.repr(value)}): use text, numbers, booleans, null, "
-                     "lists and mappings")
 
 
 class Section(BaseModel):
@@ -83,7 +47,7 @@ class Section(BaseModel):
     @field_validator("*")
     @classmethod
     def _fits_64_bits(cls, v: Any) -> Any:
-        if _too_large(v):
+        if too_large(v):
             raise ValueError("integers must fit in 64 bits (between -2**63 and 2**63 - 1)")
         return v
 
@@ -191,7 +155,7 @@ class ModelConfig(Section):
     @field_validator("kwargs")
     @classmethod
     def _plain(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _plain_data(v)  # config.yaml must read back the same kwargs
+        plain_data(v)  # config.yaml must read back the same kwargs
         return v
 
     @field_validator("hidden", "channels")
@@ -442,18 +406,18 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
         raise ConfigError(f"Override key {key!r} must be a dotted string such as 'optim.lr'.")
     parts = key.split(".")
     if not all(p.strip() for p in parts):
-        raise ConfigError(f"Override key {_short(key)} has an empty part: write dotted keys such as 'optim.lr'.")
+        raise ConfigError(f"Override key {short(key)} has an empty part: write dotted keys such as 'optim.lr'.")
     node = tree
     for i, part in enumerate(parts[:-1]):
         prefix = ".".join(parts[:i + 1])
         if prefix in KNOWN_KEYS and prefix not in MAPPING_KEYS:
-            raise ConfigError(f"Override {_short(key)}: '{prefix}' is a value, not a section (it has no key "
-                              f"{_short(parts[i + 1])}). Set it with {prefix}=VALUE.")
+            raise ConfigError(f"Override {short(key)}: '{prefix}' is a value, not a section (it has no key "
+                              f"{short(parts[i + 1])}). Set it with {prefix}=VALUE.")
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"Override {_short(key)}: '{prefix}' is a value, not a section.")
+            raise ConfigError(f"Override {short(key)}: '{prefix}' is a value, not a section.")
         node = child
     node[parts[-1]] = value
 
@@ -476,56 +440,19 @@ def _known_keys(model: type[BaseModel] = Config, prefix: str = "", mappings: boo
 KNOWN_KEYS = _known_keys()
 MAPPING_KEYS = set(_known_keys(mappings=True))
 
-_REPR = reprlib.Repr()  # error messages show a value's beginning, never a megabyte of it
-_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxlevel = 80, 80, 8, 8, 6, 3
-
-
-def _short(value: Any) -> str:
-    return _REPR.repr(value)
-
-
-MAX_VALUES = 100_000  # a config holds a few hundred values; more is a mistake (or a YAML alias bomb)
-MAX_DEPTH = 32
-
-
-def check_size(tree: Any, key: str = "") -> None:
-    """ConfigError naming the key when a config (or the value of dotted `key`) is cyclic (a YAML alias
-    of itself), nested more than MAX_DEPTH deep or holds more than MAX_VALUES values once aliases are
-    expanded: nothing then walks or prints it whole."""
-    count = 0
-    stack = [(tree, key, 0, ())]
-    while stack:
-        node, name, depth, path = stack.pop()
-        count += 1
-        what = f"Config key {_short(name)}" if name else "The config"
-        if count > MAX_VALUES:
-            raise ConfigError(f"{what} holds more than {MAX_VALUES:,} values (YAML aliases expanded). A config "
-                              "needs a few hundred: check that key.")
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep.")
-        if isinstance(node, (dict, list, tuple)):
-            if id(node) in path:
-                raise ConfigError(f"{what} contains itself (a YAML alias of a value inside it).")
-            inner = (*path, id(node))
-            if isinstance(node, dict):  # keys extend the dotted name; list items keep their list's
-                stack += [(v, f"{name}.{k}" if name else str(k), depth + 1, inner) for k, v in node.items()]
-            else:
-                stack += [(v, name, depth + 1, inner) for v in node]
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """'optim.lr=0.05' -> ('optim.lr', 0.05); the value is read as YAML ('[256,128]' is a list)."""
     key, eq, raw = text.partition("=")
     if not eq:
-        raise ConfigError(f"Override {_short(text)} must look like key=value, e.g. optim.lr=0.05.")
+        raise ConfigError(f"Override {short(text)} must look like key=value, e.g. optim.lr=0.05.")
     if not key.strip():
-        raise ConfigError(f"Override {_short(text)}: the key is empty. Write key=value, e.g. optim.lr=0.05.")
+        raise ConfigError(f"Override {short(text)}: the key is empty. Write key=value, e.g. optim.lr=0.05.")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     except RecursionError:
-        raise ConfigError(f"Override {_short(key.strip())}: the value is nested too deeply to read.") from None
+        raise ConfigError(f"Override {short(key.strip())}: the value is nested too deeply to read.") from None
     return key.strip(), value
 
 
@@ -553,7 +480,7 @@ def _explain(err: ValidationError, raw: dict) -> str:
             if e["type"] == "model_type":
                 msg = "it is a section: give a mapping of its keys (or set them one by one, as dotted keys)"
             if loc:
-                lines.append(f"Config key '{loc}' = {_short(value)} is not allowed: {msg}.")
+                lines.append(f"Config key '{loc}' = {short(value)} is not allowed: {msg}.")
             else:  # a check across keys: the message names them
                 lines.append(f"The config is not allowed: {msg}.")
     lines.append("See the config reference (docs/config.md; `make docs` builds the site) for every key, "
