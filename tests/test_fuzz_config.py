@@ -205,13 +205,14 @@ def override_texts(draw, keys=tuple(LEAVES), typed_keys=None):
 
 def _names_a_key(message: str, keys: list) -> bool:
     """The error names a key: one given (or its unknown first part, or the beginning of a very long one;
-    written as typed or as Python writes it, control characters escaped), or a config key."""
+    written as typed, stripped of the spaces `key = value` allows, or as Python writes it, control
+    characters escaped), or a config key."""
     names = set()
     for key in map(str, keys):
         parts = key.split(".")
         for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
-            if prefix.strip():
-                names |= {prefix[:60], repr(prefix)[1:-1][:60]}
+            if prefix.strip():  # as typed, as the loader reads it (overrides' keys are stripped), or escaped
+                names |= {prefix[:60], prefix.strip()[:60], repr(prefix)[1:-1][:60]}
     blank = any(not part.strip() for key in map(str, keys) for part in key.split("."))
     return any(k in message for k in names) or any(k in message for k in KNOWN_KEYS) \
         or (blank and ("key is empty" in message or "empty part" in message))
