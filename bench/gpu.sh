@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark on a CUDA machine: cases 1-8 (8 = ResNet-20 on 32x32x3 inputs) and the packed search,
-# in under 5 minutes, offline. Writes case<N>_<name>.json, table.md, search_bench.json and
+# The benchmark on a CUDA machine: cases 1-8 (8 = ResNet-20 on 32x32x3 inputs), the packed search,
+# the torchrun and wrapper overheads (about 5 minutes), then nanoGPT's GPU recipe (at most 6), offline. Writes case<N>_<name>.json, table.md, search_bench.json and
 # search_table.md into OUT_DIR and prints the tables.
 #
 #   bench/gpu.sh [OUT_DIR] [extra bench/run.py flags]      # OUT_DIR default: $OUT, else bench/results/gpu
@@ -76,6 +76,16 @@ else
   echo "gpu.sh: packed search skipped: optuna is not importable. Carry its wheels in .whl/ (optuna, alembic," >&2
   echo "        sqlalchemy, colorlog, tqdm, Mako, greenlet: pip download optuna -d .whl)." >&2
 fi
-# 5. Several processes: the plain run against torchrun (--nproc 1, and --nproc 2 where 2 GPUs are lent).
+# 5. Several processes: the plain run against torchrun (--nproc 1, and --nproc 2 where 2 GPUs are lent),
+#    then what the wrappers cost per step at one GPU: DDP on the seed MLP, FSDP (fully_shard) on the
+#    GPT of examples/shakespeare_gpu.yaml, each against the plain step.
 PYTHONUNBUFFERED=1 "$PY" bench/ddp_bench.py --gpu --repeats 2 --out "$OUT_DIR"
+PYTHONUNBUFFERED=1 "$PY" bench/wrapper_bench.py --device cuda --steps 20 --rounds 3 --out "$OUT_DIR"
+# 6. nanoGPT's GPU recipe (examples/shakespeare_gpu.yaml: 5,000 steps, bf16, torch.compile), then
+#    text from it with tokens/s. Last, and capped at 6 minutes, so the figures above survive a slow GPU.
+timeout 360 env PYTHONUNBUFFERED=1 "$PY" -m trainlab train -c examples/shakespeare_gpu.yaml train.progress=lines \
+  --out "$OUT_DIR/shakespeare_gpu" --json > "$OUT_DIR/shakespeare_gpu.json" || echo "gpu.sh: shakespeare_gpu stopped: exit $?" >&2
+if [ -f "$OUT_DIR/shakespeare_gpu/summary.json" ]; then
+  "$PY" -m trainlab generate "$OUT_DIR/shakespeare_gpu" --prompt "ROMEO:" --tokens 500 --json > "$OUT_DIR/shakespeare_gpu_sample.json"
+fi
 echo "gpu.sh: done in $(( $(date +%s) - start )) s" >&2

@@ -14,6 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+# A GPU recipe: on the CPU one of its steps takes seconds (6 x 384 wide, 64 windows of 256) and
+# torch.compile minutes, so the CPU suite runs (and checks) its file at a small width without
+# compile. The full recipe runs in bench/gpu.sh.
+GPU_EXAMPLES = {"shakespeare_gpu.yaml": ["model.n_layer=1", "model.n_embd=48", "model.block_size=32",
+                                         "train.batch_size=4", "train.compile=false"]}
+
+
 def quick_config(**sections) -> dict:
     """A seconds-long config on scikit-learn's digits (real 8x8 handwritten digits, 1797 images)."""
     cfg = {
@@ -37,6 +44,16 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
 @pytest.fixture
 def one_thread():
     """Tiny models on a busy 2-core machine: one thread avoids waiting on a descheduled second one."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """one_thread for a whole module whose module-scoped fixtures train (pytestmark = usefixtures)."""
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -58,6 +58,21 @@ def test_shift_and_rotate_change_images_but_keep_most_of_them():
         assert bool(((mass > 0.8) & (mass < 1.2)).all())
 
 
+def test_resized_crop_zooms_in_without_bringing_in_the_border():
+    # A constant image stays constant: every output pixel samples inside the outermost input pixel
+    # centres, where bilinear weights summing to 1 reproduce the constant up to their rounding
+    # (4 products and sums of float32 values <= 1: a few ulps of 1, under 1e-6).
+    ones = torch.ones(64, 1, 28, 28)
+    assert float((augment.geometric(ones, AugmentConfig(resized_crop=0.3), _gen()) - 1).abs().max()) < 1e-6
+    # A centred 8x8 square grows by 1/area: the crop keeps 0.3..1 of the area, so each image's
+    # square is magnified by 1..3.3x (blurred at its edges) and the batch's mean mass is > 1.3x.
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0
+    out = augment.geometric(x, AugmentConfig(resized_crop=0.3), _gen())
+    mass = out.sum(dim=(1, 2, 3)) / 64.0
+    assert float(mass.mean()) > 1.3 and float(mass.min()) > 0.5
+
+
 def test_rotation_is_bounded_by_the_angle():
     x = torch.zeros(1, 1, 33, 33)
     x[0, 0, 16, 4:29] = 1.0  # a horizontal bar through the centre

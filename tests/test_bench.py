@@ -6,6 +6,7 @@ the bench code keeps working as trainlab changes under it.
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,16 @@ def test_search_bench_quick_with_bound(tmp_path, fashion_available):
     assert len({v["value"] for v in rows["packed"]["values"]}) > 1
     table = (out / "search_table.md").read_text()
     assert "| packed-no-step |" in table and "(learns nothing: a bound)" in table
+
+
+def test_wrapper_bench_quick_times_ddp_and_fsdp_against_the_plain_step(tmp_path, fashion_available):
+    # bench/gpu.sh runs it on CUDA; here the same code on the CPU (gloo), a world of one process.
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/wrapper_bench.py"), "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "wrapper_bench.json").read_text())
+    assert {case["wrapper"] for case in report["cases"].values()} == {"ddp", "fsdp"}
+    for case in report["cases"].values():
+        assert positive(case["step_ms_median"]["plain"]) and positive(case["ratio"])
+        assert len(case["step_ms_rounds"][case["wrapper"]]) == report["rounds"]

@@ -13,7 +13,7 @@ from trainlab.data import idx
 from trainlab.data.loader import make_batches
 from trainlab.train import train
 
-from conftest import FASHION, ROOT, run_cli
+from conftest import FASHION, GPU_EXAMPLES, ROOT, run_cli
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CIFAR_EXAMPLES = {"cifar_resnet.yaml"}
@@ -44,7 +44,9 @@ def test_example_runs_with_smoke(example, tmp_path, fashion_available, fashion_f
     extra = []
     if example.name in CIFAR_EXAMPLES:
         extra = ["data.name=imagefolder", f"data.path={fashion_folder}", "data.image_size=32"]
-    proc = run_cli("train", "-c", example, *extra, "--smoke", "--json", "--out", tmp_path / "run")
+    extra += GPU_EXAMPLES.get(example.name, [])
+    command = "pretrain" if "pretrain" in example.name else "train"
+    proc = run_cli(command, "-c", example, *extra, "--smoke", "--json", "--out", tmp_path / "run")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     # Scored on test; a text split by position without a test part (nanoGPT's 90/10) on val.

@@ -25,13 +25,8 @@ from trainlab.explain.attribute import attribute, outputs
 from conftest import FASHION, ROOT
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_here():
-    """Tiny models on a busy 2-core machine: one thread (module-wide, as the fixtures train)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models on a busy 2-core machine: one thread, module-wide (the module's fixtures train too).
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _npz(run) -> tuple[dict, dict]:

@@ -344,3 +344,16 @@ def test_browser_probe_catches_problems(tmp_path):
 def test_missing_chromium_fails_with_the_fix(tmp_path):
     with pytest.raises(AssertionError, match="run `make setup` as root"):
         _chromium(["--version"], tmp_path, chromium=tmp_path / "no-chromium")
+
+
+def test_a_step_budget_is_plotted_against_optimiser_steps():
+    from trainlab.report.plots import plot_learning_curves, x_axis
+    rows = [{"epoch": k, "step": 250 * k, "tokens": 250 * k * 768, "train_loss": 2.0 / k, "val_loss": 2.1 / k,
+             "lr": 1e-3} for k in (1, 2, 3)]  # three evaluations of a 750-step run, 250 steps apart
+    x, label = x_axis(rows)
+    assert list(x) == [250, 500, 750] and label == "optimiser step"
+    ax = plot_learning_curves(rows, best_epoch=3).axes[0]
+    assert ax.get_xlabel() == "optimiser step" and list(ax.lines[0].get_xdata()) == [250, 500, 750]
+    assert ax.lines[-1].get_xdata()[0] == 750  # the best evaluation's marker sits at its step
+    epochs_rows = [{k: v for k, v in r.items() if k != "tokens"} for r in rows]
+    assert x_axis(epochs_rows)[1] == "epoch" and list(x_axis(epochs_rows)[0]) == [1, 2, 3]

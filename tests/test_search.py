@@ -14,6 +14,7 @@ import yaml
 from trainlab.config import load_config
 from trainlab.errors import ConfigError
 from trainlab.search import load_space, search
+from trainlab.train import train
 
 from conftest import ROOT, quick_config
 
@@ -164,17 +165,23 @@ def test_resume_continues_without_redoing_finished_trials(tmp_path):
     out = tmp_path / "search"
     proc = subprocess.Popen([sys.executable, "-m", "trainlab", "search", "-c", cfg, "-s", space, "--out", str(out),
                              "--no-packed"], cwd=ROOT, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
-    finished = []
+    finished, refused = [], []
     try:
         for line in proc.stderr:  # "trial N: ... val.accuracy x": kill once two trials are done
             if line.startswith("trial ") and "val.accuracy" in line:
                 finished.append(int(line.split()[1].rstrip(":")))
+                if len(finished) == 1:  # while it runs, a train and a second search on its folder are refused
+                    for other in (lambda: train(quick_config(), out=out), lambda: search(None, resume=out, quiet=True)):
+                        with pytest.raises(ConfigError) as err:
+                            other()
+                        refused.append(str(err.value))
                 if len(finished) == 2:
                     proc.send_signal(signal.SIGKILL)
                     break
     finally:
         proc.wait(timeout=60)
     assert len(finished) == 2
+    assert len(refused) == 2 and all(f"pid {proc.pid} on host" in message for message in refused), refused
     before = {n: (out / "trials" / f"{n:04d}" / "metrics.jsonl").stat().st_mtime_ns for n in finished}
 
     result = search(None, resume=out, quiet=True)

@@ -4,7 +4,7 @@ import importlib
 import sys
 import types
 
-from .errors import ConfigError, DataError, DivergedError, Interrupted, Terminated, TrainlabError  # noqa: F401
+from .errors import ConfigError, DataError, DiskFull, DivergedError, Interrupted, Terminated, TrainlabError  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -15,11 +15,11 @@ _PUBLIC = {
     "train": "train", "train_step": "train", "Result": "train",
     "evaluate": "evaluate", "predict": "predict", "cross_validate": "crossval", "lr_find": "lrfind",
     "compare": "compare", "sweep_size": "compare", "search": "search", "check": "check",
-    "generate": "generate", "explain": "explain", "export": "export",
+    "generate": "generate", "explain": "explain", "export": "export", "pretrain": "pretrain",
     "Config": "config", "load_config": "config",
 }
 
-__all__ = [*_PUBLIC, "TrainlabError", "ConfigError", "DataError", "DivergedError", "Interrupted", "Terminated",
+__all__ = [*_PUBLIC, "TrainlabError", "ConfigError", "DiskFull", "DataError", "DivergedError", "Interrupted", "Terminated",
            "__version__"]
 
 
@@ -40,13 +40,14 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
 
 
-# Nine public functions share their name with the submodule that defines them (trainlab.train is
+# Ten public functions share their name with the submodule that defines them (trainlab.train is
 # the function and trainlab/train.py its module). When such a submodule first loads, the import
 # system sets it as an attribute of this package, which would hide the function. Python lets a
 # package's module object have its own class (the language reference, "Customizing module attribute
-# access"): on this one those nine names are properties, so they always give the function, and the
+# access"): on this one those ten names are properties, so they always give the function, and the
 # import system's assignment of the submodule is dropped.
-_SHADOWED = ("train", "evaluate", "predict", "compare", "search", "check", "generate", "explain", "export")
+_SHADOWED = ("train", "evaluate", "predict", "compare", "search", "check", "generate", "explain", "export",
+             "pretrain")
 
 
 def _shadowed_property(name: str) -> property:

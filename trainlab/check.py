@@ -27,8 +27,10 @@ MAC_NOTE = ("multiply-accumulates of matrix products and convolutions (torch.uti
 
 
 def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
-          out: Optional[str | Path] = None, steps: int = 10) -> dict:
+          out: Optional[str | Path] = None, steps: int = 10, pretrain: bool = False) -> dict:
     """Resolve the config, load the data, summarise the model and time a few training steps.
+
+    `pretrain`: of what `trainlab pretrain` would do instead (the encoder in its objective's module).
 
     Raises what train() raises for the same input (ConfigError: exit 2, DataError: exit 3).
     Nothing is written except `out`/check.json when `out` is given; the timed steps train a
@@ -51,12 +53,18 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
         torch.set_num_threads(cfg.train.threads)
     try:
         t0 = time.perf_counter()
-        splits = data.load(cfg, data_dir)
+        model = loss_fn = None
+        if pretrain:
+            from .pretrain import pretraining_parts
+            splits, model, loss_fn = pretraining_parts(cfg, data_dir)
+        else:
+            splits = data.load(cfg, data_dir)
         load_seconds = time.perf_counter() - t0
         # What train() trains with: the model from the seed, batches, loss, optimiser, schedule.
-        setup = build_setup(cfg, None, data_dir, splits, None, None, None)
+        setup = build_setup(cfg, None, data_dir, splits, model, loss_fn, None)
         tokens = splits.task == "language_model"
-        summary = {"name": cfg.model.name, "loss": setup.loss_name, "params": count_parameters(setup.model),
+        loss = {"contrastive": "nt_xent", "masked": "masked_mse"}[cfg.pretrain.objective] if pretrain else setup.loss_name
+        summary = {"name": cfg.model.name, "loss": loss, "params": count_parameters(setup.model),
                    **summarize(setup.model, splits.input_shape, torch.long if tokens else setup.dtype)}
 
         timing = _time_steps(setup, steps, warnings)

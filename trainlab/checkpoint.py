@@ -184,6 +184,11 @@ def load_weights(model: torch.nn.Module, path: Path, config: Any = None) -> dict
     A checkpoint of another shape is a DataError naming the parameters that do not fit.
     """
     state = load(path, config=config)
+    saved = state.get("model") or {}
+    if any(k.startswith("backbone.") for k in saved) and "backbone" not in dict(model.named_children()):
+        raise ConfigError(f"Checkpoint '{path}' holds an encoder that `trainlab pretrain` learned without labels, "
+                          "not a model that predicts. Train one from it: trainlab train -c CONFIG "
+                          f"model.init_from={Path(path).parent.parent}")
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError, ValueError) as e:

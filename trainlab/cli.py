@@ -27,12 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from a config", description=
                        "Train the model a YAML config describes; overrides are dotted keys, e.g. optim.lr=0.05.")
-    t.add_argument("-c", "--config", help="YAML config file (e.g. examples/seed_mlp.yaml)")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
-    t.add_argument("--out", help="run directory (default runs/<config-name>-<timestamp>)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
-    t.add_argument("--smoke", action="store_true", help="2 epochs on 512 examples: a seconds-long end-to-end check")
-    _add_common(t)
+    _add_run_arguments(t)
     d = t.add_argument_group("several processes (torch.distributed's elastic launcher, as torchrun)")
     d.add_argument("--nproc", type=int, metavar="N", help="train on N processes of this machine (one GPU each "
                    "on CUDA); train.batch_size stays the global batch")
@@ -43,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="c10d rendezvous address every machine reaches")
     d.add_argument("--rdzv-timeout", type=int, default=60, metavar="SECONDS",
                    help="how long the rendezvous waits for every machine (default 60)")
+
+    pt = sub.add_parser("pretrain", help="pre-train an image encoder without labels (self-supervised)",
+                        description="Self-supervised pre-training of the config's image encoder on its training "
+                        "images, labels unused: SimCLR's contrastive loss or masked reconstruction "
+                        "(pretrain.objective); each evaluation scores a linear probe. Start a classifier from "
+                        "it with model.init_from=RUN_DIR.")
+    _add_run_arguments(pt)
 
     e = sub.add_parser("evaluate", help="score a trained run on its test (or val) split and write a report",
                        description="Metrics, predictions.csv, diagnosis and report.html of a trained run, "
@@ -86,6 +88,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """What train and pretrain take: a config, overrides, the run directory, --resume, --smoke."""
+    p.add_argument("-c", "--config", help="YAML config file (e.g. examples/seed_mlp.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--out", help="run directory (default runs/<config-name>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    p.add_argument("--smoke", action="store_true", help="2 epochs on 512 examples: a seconds-long end-to-end check")
+    _add_common(p)
+
+
+def _run_pretrain(args) -> dict:
+    if args.resume and (args.config or args.overrides):
+        raise _usage("--resume continues a run with its saved config; drop -c and overrides.")
+    from .pretrain import pretrain
+    if args.resume:
+        result = pretrain(resume=args.resume, data_dir=args.data_dir)
+    else:
+        result = pretrain(_load_for(args, "pretrain"), out=args.out, smoke=args.smoke, data_dir=args.data_dir)
+    return _print_result(result)
+
+
+def _print_result(result) -> dict:
+    """A finished run's headline (test metrics, or val where the split has no test part) and folder."""
+    split = "test" if "test" in result.metrics else "val"  # a text split by position may have no test part
+    scores = result.metrics.get(split, {})
+    headline = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
+    print(f"{split}: {headline}")
+    print(f"run: {result.run_dir}")
+    return result.summary
+
+
 def _run_train(args) -> dict:
     # Usage is checked before torch is imported: a wrong command line answers at once.
     if args.resume and (args.config or args.overrides):
@@ -99,12 +132,7 @@ def _run_train(args) -> dict:
         cfg = _load_for(args, "train")
         from .train import train
         result = train(cfg, out=args.out, smoke=args.smoke, data_dir=args.data_dir)
-    split = "test" if "test" in result.metrics else "val"  # a text split by position may have no test part
-    scores = result.metrics.get(split, {})
-    headline = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
-    print(f"{split}: {headline}")
-    print(f"run: {result.run_dir}")
-    return result.summary
+    return _print_result(result)
 
 
 def _launch_train(args) -> dict:
@@ -340,6 +368,7 @@ def _add_check(sub) -> None:
     k.add_argument("--out", metavar="DIR", help="write the check as DIR/check.json (default: write nothing)")
     k.add_argument("--steps", type=int, default=10, metavar="N",
                    help="training steps to time after 2 warm-up steps; stops early after ~2 s (default 10)")
+    k.add_argument("--pretrain", action="store_true", help="check what `trainlab pretrain` would do with the config")
     _add_common(k)
 
 
@@ -347,7 +376,7 @@ def _run_check(args) -> dict:
     cfg = _load_for(args, "check")  # usage and config errors before torch is imported
     from .check import check, format_check
 
-    result = check(cfg, data_dir=args.data_dir, out=args.out, steps=args.steps)
+    result = check(cfg, data_dir=args.data_dir, out=args.out, steps=args.steps, pretrain=args.pretrain)
     print(format_check(result))
     return result
 
@@ -407,6 +436,7 @@ def _usage(message: str) -> TrainlabError:
 
 COMMANDS = {
     "train": _run_train,
+    "pretrain": _run_pretrain,
     "evaluate": _run_evaluate,
     "report": _run_report,
     "predict": _run_predict,

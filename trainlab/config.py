@@ -62,6 +62,9 @@ class AugmentConfig(Section):
     shift: float = Field(0.0, ge=0, le=0.5, description=
                          "maximum random translation, as a fraction of the image side")
     rotate: float = Field(0.0, ge=0, le=180, description="maximum random rotation, degrees")
+    resized_crop: float = Field(0.0, ge=0, lt=1, description=
+        "a random square crop of between this fraction and all of the image's area, resized to the whole "
+        "image (torchvision's RandomResizedCrop scale, aspect 1); 0 = off")
     noise: float = Field(0.0, ge=0, description=
                          "standard deviation of Gaussian noise added to the normalised input")
 
@@ -108,6 +111,10 @@ class DataConfig(Section):
         "text, `bpe` only: the vocabulary size to train (256 byte tokens plus merges); required for `bpe`")
     download: bool = Field(True, description=
         "download from the canonical address (SHA-256 checked) when no data root has the dataset")
+    labelled: Optional[int] = Field(None, ge=2, description=
+        "keep the labels of only N training examples (a stratified subset seeded by `data.split_seed`, taken "
+        "after the validation split): the few-label experiment; `trainlab pretrain` still sees every "
+        "training image; null = all")
 
 
 class ModelConfig(Section):
@@ -139,6 +146,12 @@ class ModelConfig(Section):
     block_size: int = Field(64, ge=1, description="gpt: context length, tokens (the windows trained on)")
     bias: bool = Field(True, description="gpt: biases in the linear layers and LayerNorms")
     rope: bool = Field(False, description="gpt: rotary position embeddings instead of learned positions")
+    init_from: Optional[str] = Field(None, description=
+        "a `trainlab pretrain` run directory: the model starts from its encoder (every layer but the last, "
+        "from best.pt, else last.pt); the last layer starts fresh")
+    freeze: bool = Field(False, description=
+        "with `model.init_from`: train the last layer only (a linear probe), the encoder's weights and "
+        "batch-norm statistics kept as pre-trained; `false` fine-tunes every layer")
     kwargs: dict[str, Any] = Field({}, description=
         "custom model: keyword arguments for the class; `input_shape` and `num_outputs` are passed too when "
         "its constructor names them")
@@ -342,8 +355,29 @@ class EvalConfig(Section):
         "final evaluation); null = all; `--smoke` caps it at 512")
 
 
+class PretrainConfig(Section):
+    """`trainlab pretrain`: self-supervised pre-training of an image encoder (`mlp`, `cnn`, `resnet`) on
+    the training images without their labels; `train` ignores this section."""
+
+    objective: Literal["contrastive", "masked"] = Field("contrastive", description=
+        "`contrastive`: SimCLR's NT-Xent loss between two augmented views of every image (the views are "
+        "made on the device by `pretrain.augment`); `masked`: reconstruct the pixels of hidden patches")
+    augment: AugmentConfig = Field(AugmentConfig(hflip=True, rotate=10, resized_crop=0.3, noise=0.2),
+                                   description="contrastive: the augmentation that makes each view")
+    temperature: float = Field(0.5, gt=0.0, le=10.0, description=
+        "contrastive: the NT-Xent temperature τ (the loss of a batch of B images is over its 2B views; "
+        "evaluation passes then take `train.batch_size` images at a time, as training does)")
+    projection: int = Field(128, ge=1, description=
+        "contrastive: output width of the projection head (a 2-layer MLP dropped after pre-training)")
+    mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="masked: the fraction of patches hidden")
+    patch: int = Field(4, ge=1, description="masked: side of the square patches hidden, pixels")
+    probe_examples: int = Field(5000, ge=10, description=
+        "labelled training examples the linear probe is fitted on at every evaluation (scikit-learn's "
+        "logistic regression on the encoder's features; scored as `val.probe_accuracy`)")
+
+
 class Config(Section):
-    """The whole config: eight sections and the run's name."""
+    """The whole config: nine sections and the run's name."""
 
     data: DataConfig = Field(DataConfig(), description="the dataset, its splits and how batches are fed")
     model: ModelConfig = Field(ModelConfig(), description="the network")
@@ -353,6 +387,7 @@ class Config(Section):
     regularize: RegularizeConfig = Field(RegularizeConfig(), description="L1/L2 penalties and data augmentation")
     train: TrainConfig = Field(TrainConfig(), description="the training loop")
     eval: EvalConfig = Field(EvalConfig(), description="evaluation passes")
+    pretrain: PretrainConfig = Field(PretrainConfig(), description="self-supervised pre-training (`trainlab pretrain`)")
     name: str = Field("run", description=
         "run name, used in the default run directory `runs/<name>-<timestamp>`; the config file's stem "
         "unless set")
@@ -385,6 +420,13 @@ class Config(Section):
         if gpt and self.model.n_embd % self.model.n_head:
             raise ValueError(f"model.n_embd={self.model.n_embd} is not divisible by model.n_head="
                              f"{self.model.n_head}: each head gets n_embd / n_head channels")
+        if self.model.freeze and not self.model.init_from:
+            raise ValueError("model.freeze=true keeps a pre-trained encoder fixed: set model.init_from to a "
+                             "`trainlab pretrain` run directory, or model.freeze=false")
+        if text and (self.model.init_from or self.data.labelled):
+            key = "model.init_from" if self.model.init_from else "data.labelled"
+            raise ValueError(f"{key} is for image and tabular classifiers; a language model has no labels to "
+                             "keep or encoder to start from")
         if self.train.steps is not None:
             if not text:
                 raise ValueError("train.steps (a step budget) is for language-model runs for now; image and "

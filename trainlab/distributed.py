@@ -8,6 +8,7 @@ the group: slice a global batch, sum running totals, agree on a stop, send rank 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Optional
@@ -162,6 +163,8 @@ def shard(model: torch.nn.Module) -> None:
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
+    if "torch.distributed.fsdp" not in sys.modules:  # shard() imports it: nothing is sharded before, and
+        return False                                  # importing it costs 1-2 s (sympy) at a run's first checkpoint
     from torch.distributed.fsdp import FSDPModule
     return isinstance(model, FSDPModule)
 

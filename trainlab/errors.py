@@ -13,6 +13,13 @@ class ConfigError(TrainlabError):
     exit_code = 2
 
 
+class DiskFull(TrainlabError):
+    """A write to the run directory found the disk full, the quota spent or the file-size limit
+    reached (exit 2); the previous file is intact and `--resume` continues once space is freed."""
+
+    exit_code = 2
+
+
 class DataError(TrainlabError):
     """A dataset is missing, truncated, corrupt or does not fit the config (exit 3)."""
 

@@ -309,3 +309,30 @@ def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
     [(3, 4)]
     """
     return [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+
+
+# ---------------------------------------------------------------- encoder and head (pre-training)
+
+def head_name(model: nn.Module, key: str = "model.name") -> str:
+    """The name of an image or tabular classifier's last layer ('7' of a cnn Sequential, 'fc' of a
+    ResNet): what `trainlab pretrain` drops and `model.init_from` starts fresh."""
+    if isinstance(model, ResNet):
+        return "fc"
+    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+        return str(len(model) - 1)
+    raise ConfigError(f"{key}: pre-training needs a built-in mlp, cnn or resnet (an encoder then a last "
+                      f"linear layer); {type(model).__name__} is not one.")
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(N, *input_shape) -> (N, F): what the model's last linear layer takes (the encoder's output)."""
+    if isinstance(model, ResNet):
+        return model.pool(model.stages(model.stem(x)))
+    for layer in list(model)[:-1]:
+        x = layer(x)
+    return x
+
+
+def feature_width(model: nn.Module) -> int:
+    """F of features(): the input width of the last linear layer."""
+    return getattr(model, head_name(model)).in_features

@@ -33,7 +33,9 @@ class Totals:
         n = y.numel()
         if loss is not None:
             self.loss += loss.double() * n
-        if self.task != "regression":  # classification, or next tokens
+        if self.task == "self_supervised":  # pre-training: the loss alone (its output is no prediction)
+            pass
+        elif self.task != "regression":  # classification, or next tokens
             self.hits += (losses.predicted_labels(output, loss_name) == y).sum()
         else:
             self.abs_err += (output.squeeze(1) - y).abs().double().sum()
@@ -73,6 +75,8 @@ class Totals:
         standardised targets)."""
         n = max(self.count, 1)
         loss = float(self.loss) / n
+        if self.task == "self_supervised":
+            return {"loss": loss}
         if self.task != "regression":  # classification, or next tokens
             return {"loss": loss, "accuracy": float(self.hits) / n}
         return {"loss": loss, "rmse": math.sqrt(loss) * y_std if loss >= 0 else float("nan"),

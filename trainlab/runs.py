@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -19,28 +20,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, DiskFull
 
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os has no getter) and put it back
 
 
+# errno values that mean "no room for these bytes": a full disk, a spent quota, a file-size limit.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers never see a torn file."""
+    """Write to a temp file in the same folder, fsync, then rename: readers never see a torn file.
+
+    A full disk, a spent quota or a file-size limit (ENOSPC, EDQUOT, EFBIG, at any of the write,
+    the fsync or the rename) raises DiskFull (exit 2) naming the file, the bytes needed and free;
+    the temp file is removed and `path`, never renamed over, keeps its previous content.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _NO_ROOM:
+            raise _disk_full(path, len(data), e) from None
         raise
+
+
+def _disk_full(path: Path, needed: int, e: OSError) -> DiskFull:
+    """The DiskFull of a write of `needed` bytes to `path` that found no room: sizes, what is intact, what next."""
+    try:
+        free = f"has {shutil.disk_usage(path.parent).free:,} bytes free"
+    except OSError:
+        free = "did not report its free space"
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is spent",
+           errno.EFBIG: "the file would exceed the largest file the filesystem or this process's file-size "
+                        "limit (ulimit -f) allows"}[e.errno]
+    kept = (f"The previous {path.name} is intact (it was not replaced) and the partial temp file was removed."
+            if path.exists() else f"No {path.name} was written; the partial temp file was removed.")
+    # The run directory is the folder with config.yaml: `path`'s own, or the one above checkpoints/.
+    run = next((folder for folder in (path.parent, path.parent.parent) if (folder / "config.yaml").is_file()), None)
+    if run is not None and path.name != "config.yaml":
+        after = f"Free space, then continue with: trainlab train --resume {run}"
+    else:
+        after = "Free space, then run the command again."
+    return DiskFull(f"Cannot write '{path}': {why} ({e.strerror or e}). The write needed {needed:,} bytes; "
+                    f"'{path.parent}' {free}. {kept} {after}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -205,8 +240,13 @@ class RunLock:
                           f"{gone} (it was killed or crashed).", stacklevel=3)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "command": " ".join(["trainlab", *sys.argv[1:]])[:500]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        except OSError as e:  # a full disk: the flock holds without the note (the run's own writes then say so)
+            if e.errno not in _NO_ROOM:
+                os.close(fd)
+                raise
         self._fd = fd
         self._finalizer = weakref.finalize(self, _release, fd, os.getpid())  # GC or exit: released
         _OPEN_FDS.add(fd)

@@ -11,12 +11,13 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from . import checkpoint, data, distributed, losses
-from .config import Config, build_config, load_config, save_config
+from . import checkpoint, data, distributed, losses, memory
+from .config import Config
 from .data.loader import Batches, make_batches
 from .device import autocast_for, place_model, resolve_device
 from .distributed import World
 from .errors import ConfigError, DivergedError, Interrupted, Terminated
+from .opening import apply_smoke, check_command, open_run, prepare_config  # noqa: F401 (re-exported)
 from .optim import build_optimizer, build_scheduler, is_better, parameter_groups, step_optimizer
 from .passes import Totals, evaluate_model, summed_loss
 from .progress import Progress, format_row
@@ -25,7 +26,7 @@ from .signals import StopFlag
 
 # Names other modules import from here (packed training, search, lr-find, check).
 __all__ = ["Result", "train", "train_step", "make_penalty", "prepare_config", "check_monitor", "evaluate_model", "summed_loss",
-           "autocast_for", "resolve_device", "format_row"]
+           "autocast_for", "resolve_device", "format_row", "apply_smoke"]
 
 
 @dataclass
@@ -102,6 +103,8 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
     """
     world = distributed.start()  # under torchrun: this rank among WORLD_SIZE processes; else World()
     cfg, run, saved = open_run(config, out, resume, smoke, world)
+    if saved is not None:
+        check_command(run, saved, pretraining=splits is not None and splits.task == "self_supervised")
     s = build_setup(cfg, run, data_dir, splits, model, loss_fn, step_fn, world)
     state, partial = restore(s, saved)  # where to start, and the interrupted epoch's running sums
     history = world.on_writer(lambda: [r for r in run.read_metrics() if r["epoch"] < state.epoch])
@@ -186,43 +189,6 @@ class Setup:
     world: World = World()          # this process among torchrun's; World() on one process
 
 
-def open_run(config, out, resume, smoke, world: World = World()) -> tuple[Config, RunDir, Optional[dict]]:
-    """The config and run directory of a new run, or of the run `resume` continues with its last.pt.
-
-    On several processes rank 0 opens the run and sends the config, path and checkpoint to the
-    others (their machines may not see its disk). Under torchrun --max-restarts, a restarted group
-    given --out resumes from that folder's last.pt.
-    """
-    restarted = resume is None and out is not None and distributed.restart_count() > 0
-    if restarted and RunDir(Path(out)).last.exists():
-        resume = out
-    cfg, path, saved = world.on_writer(lambda: _open_run(config, out, resume, smoke, in_place=restarted))
-    return cfg, RunDir(Path(path)), saved
-
-
-def _open_run(config, out, resume, smoke, in_place: bool = False) -> tuple[Config, str, Optional[dict]]:
-    """open_run's work on one process; `in_place`: a restarted group reuses its --out folder."""
-    if resume is not None:
-        run = RunDir(Path(resume))
-        if not run.config.is_file():
-            raise ConfigError(f"'{resume}' is not a run directory: it has no config.yaml. "
-                              "Give the folder a previous `trainlab train` wrote.")
-        run.lock()  # another live process training in it: ConfigError naming its pid and host
-        cfg = load_config(run.config)
-        return cfg, str(run.path), checkpoint.load(run.last, config=cfg, resumable=True)
-    cfg = prepare_config(config)
-    if smoke:
-        cfg = _apply_smoke(cfg)
-    if in_place:  # the first attempt died before its first checkpoint: begin again in its folder
-        run = RunDir(Path(out)).lock()  # the dead attempt's lock went with its process
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        run.metrics.unlink(missing_ok=True)
-    else:
-        run = RunDir.create(out, cfg.name)
-    save_config(cfg, run.config)
-    return cfg, str(run.path), None
-
-
 def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], splits: Optional[data.Splits],
                 model: Optional[torch.nn.Module], loss_fn: Optional[losses.LossFn],
                 step_fn: Optional[Callable], world: World = World()) -> Setup:
@@ -252,9 +218,13 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
     if model is None:
         from .models import build_model, check_output
+        memory.check(cfg, splits, n_out, device, world)  # too large for the device: ConfigError before allocating
         model = build_model(cfg.model, splits.input_shape, n_out)
         if splits.task != "language_model":  # token ids in, (B, T, V) out: GPT checks its own sizes
             check_output(model, splits.input_shape, n_out)
+        if cfg.model.init_from:  # a `trainlab pretrain` run's encoder; resume then loads last.pt over it
+            from .pretrain import load_encoder
+            load_encoder(model, cfg.model.init_from, freeze=cfg.model.freeze)
     model = place_model(model, device, dtype)
     sharded = world.distributed and cfg.train.strategy == "fsdp"
     if sharded:
@@ -305,7 +275,8 @@ def check_monitor(cfg: Config, splits: data.Splits) -> None:
         raise ConfigError(f"train.monitor={cfg.train.monitor} needs a validation split, but data.val_fraction=0. "
                           "Set data.val_fraction > 0 or train.monitor=train.loss.")
     metrics = {"classification": ("loss", "accuracy"), "regression": ("loss", "rmse", "mae"),
-               "language_model": ("loss", "accuracy", "perplexity", f"bits_per_{splits.extra.get('unit')}")}[splits.task]
+               "language_model": ("loss", "accuracy", "perplexity", f"bits_per_{splits.extra.get('unit')}"),
+               "self_supervised": ("loss", "probe_accuracy")}[splits.task]
     if metric not in metrics:
         raise ConfigError(f"train.monitor={cfg.train.monitor} is not a metric of this run; it has "
                           f"{', '.join(f'{split}.{m}' for m in metrics)}.")
@@ -464,8 +435,12 @@ def epoch_row(s: Setup, state: RunState, totals: Totals, seconds: float) -> dict
 def evaluate(s: Setup, batches: Batches) -> dict:
     """A pass over `batches` in eval mode with the run's model, loss and precision."""
     with s.autocast:
-        return scores(s, evaluate_model(s.forward_model, batches, s.loss_fn, s.splits.task, s.loss_name, s.y_std,
-                                        s.world))
+        metrics = scores(s, evaluate_model(s.forward_model, batches, s.loss_fn, s.splits.task, s.loss_name,
+                                           s.y_std, s.world))
+    if s.splits.task == "self_supervised":  # trainlab pretrain: how well a linear layer reads the encoder
+        from .pretrain import probe_accuracy
+        metrics["probe_accuracy"] = probe_accuracy(s, batches)
+    return metrics
 
 
 def scores(s: Setup, metrics: dict) -> dict:
@@ -558,25 +533,3 @@ def make_penalty(cfg: Config, model: torch.nn.Module) -> Optional[Callable[[], t
         return total
 
     return penalty
-
-
-def prepare_config(config: Config | dict | str | Path) -> Config:
-    """A Config from a Config, a dict of sections or a YAML path."""
-    if isinstance(config, Config):
-        return config
-    if isinstance(config, dict):
-        return build_config(config)
-    return load_config(config)
-
-
-def _apply_smoke(cfg: Config) -> Config:
-    """--smoke: at most 2 epochs (or 2 x 10 steps) on 512 training examples, evaluation on 512: seconds."""
-    raw = cfg.to_dict()
-    raw["train"]["epochs"] = min(cfg.train.epochs, 2)
-    if cfg.train.steps:  # a step budget: at most 2 evaluations 10 steps apart
-        every = min(cfg.eval.every or cfg.train.steps, 10)
-        steps = min(cfg.train.steps // every, 2) * every
-        raw["train"]["steps"], raw["eval"]["every"] = steps, every
-    raw["data"]["limit"] = min(cfg.data.limit or 512, 512)
-    raw["eval"]["limit"] = min(cfg.eval.limit or 512, 512)
-    return build_config(raw)

@@ -169,6 +169,9 @@ def make_splits(source: Source, cfg) -> Splits:
     val = None
     if d.val_fraction > 0:
         train, val = split_off(train, d.val_fraction, source.task, d.split_seed)
+    unlabelled = train  # every training example, for the normalisation statistics
+    if d.labelled is not None:
+        train = keep_labelled(train, d.labelled, source.task, d.split_seed)
     is_image = d.name in IMAGE_SETS
     if isinstance(train, FileSplit):
         input_shape = (3, source.image_size, source.image_size)
@@ -179,11 +182,20 @@ def make_splits(source: Source, cfg) -> Splits:
     if source.task == "regression":
         splits.extra["target_mean"] = float(train.y.float().mean())
         splits.extra["target_std"] = float(train.y.float().std().clamp_min(1e-12))
-    if is_image:
-        splits.mean, splits.std = channel_stats(train)
+    if is_image:  # with data.labelled: the statistics of all training images (they need no labels)
+        splits.mean, splits.std = channel_stats(unlabelled)
     elif isinstance(train, ArraySplit):
         _standardise(splits)
     return splits
+
+
+def keep_labelled(train: Split, labelled: int, task: str, seed: int) -> Split:
+    """data.labelled: a stratified, seeded subset of `labelled` training examples (the few-label experiment)."""
+    if labelled >= len(train):
+        raise DataError(f"data.labelled={labelled} keeps no fewer labels than the {len(train)} training examples "
+                        "there are: lower it, or set data.labelled=null to use every label.")
+    kept, _ = split_off(train, 1 - labelled / len(train), task, seed)
+    return kept
 
 
 def channel_stats(split: Split) -> tuple[list[float], list[float]]:

@@ -1,4 +1,4 @@
-"""Batched data augmentation on the training device: crop, flip, shift, rotate, noise."""
+"""Batched data augmentation on the training device: crop, flip, shift, rotate, resized crop, noise."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ from ..config import AugmentConfig
 
 
 def is_active(cfg: AugmentConfig) -> bool:
-    return bool(cfg.crop_padding or cfg.hflip or cfg.shift or cfg.rotate or cfg.noise)
+    return is_geometric(cfg) or bool(cfg.noise)
+
+
+def is_geometric(cfg: AugmentConfig) -> bool:
+    """Whether geometric() moves pixels under `cfg` (noise alone does not)."""
+    return bool(cfg.crop_padding or cfg.hflip or cfg.shift or cfg.rotate or cfg.resized_crop)
 
 
 def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random crop-with-padding, flip, shift and rotation of a batch, as one affine resampling.
+    """Random crop-with-padding, flip, shift, rotation and resized crop of a batch, as one affine resampling.
 
     x: (B, C, H, W) float pixel values in [0, 1]; the area moved in from outside is 0 (black),
     as with zero padding. Hand-written because torchvision (not a dependency) draws one set of
@@ -37,6 +42,16 @@ def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torc
     if cfg.shift:
         tx += uniform(-cfg.shift, cfg.shift) * w
         ty += uniform(-cfg.shift, cfg.shift) * h
+    # Resized crop: the crop's side as a fraction of the image's (sqrt of the area fraction) and its
+    # centre, in normalised coordinates. The centre stays within (1 - side)(1 - 1/W) of the middle,
+    # so the outermost output pixels sample no further out than the outermost input pixel centres
+    # (align_corners=False): a crop never blends in the zero padding.
+    side = torch.ones_like(tx)
+    cx, cy = torch.zeros_like(tx), torch.zeros_like(tx)
+    if cfg.resized_crop:
+        side = uniform(cfg.resized_crop, 1.0).sqrt()
+        cx = uniform(-1.0, 1.0) * (1 - side) * (1 - 1 / w)
+        cy = uniform(-1.0, 1.0) * (1 - side) * (1 - 1 / h)
     angle = uniform(-cfg.rotate, cfg.rotate) * (math.pi / 180) if cfg.rotate else torch.zeros_like(tx)
     flip = torch.ones_like(tx)
     if cfg.hflip:
@@ -44,12 +59,12 @@ def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torc
     cos, sin = torch.cos(angle), torch.sin(angle)
     # theta maps output coordinates to input coordinates, both normalised to [-1, 1]: (B, 2, 3).
     theta = torch.stack([
-        torch.stack([flip * cos, -sin * h / w, 2 * tx / w], dim=1),
-        torch.stack([flip * sin * w / h, cos, 2 * ty / h], dim=1),
+        torch.stack([flip * cos * side, -sin * h / w * side, 2 * tx / w + cx], dim=1),
+        torch.stack([flip * sin * w / h * side, cos * side, 2 * ty / h + cy], dim=1),
     ], dim=1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Whole-pixel moves and flips only: nearest sampling copies pixels exactly.
-    exact = not cfg.shift and not cfg.rotate
+    exact = not cfg.shift and not cfg.rotate and not cfg.resized_crop
     return F.grid_sample(x, grid, mode="nearest" if exact else "bilinear", padding_mode="zeros",
                          align_corners=False)
 

@@ -149,7 +149,7 @@ class Batches:
 
     def _geometric(self) -> bool:
         a = self.augment
-        return a is not None and bool(a.crop_padding or a.hflip or a.shift or a.rotate)
+        return a is not None and aug.is_geometric(a)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Raw values -> normalised model inputs in self.dtype (tabular: already standardised)."""

@@ -43,22 +43,39 @@ def new_figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Any]:
     return fig, fig.add_subplot()
 
 
+def x_axis(rows: list[dict]) -> tuple[np.ndarray, str]:
+    """(x values, axis label) of a run's rows: epochs, or the optimiser step of each evaluation for
+    a step budget (a language model's train.steps, whose rows' epochs are evaluation periods)."""
+    if rows and "tokens" in rows[0] and has_column(rows, "step"):
+        return column(rows, "step"), "optimiser step"
+    return column(rows, "epoch"), "epoch"
+
+
+def _at_epoch(rows: list[dict], epoch: Optional[int]) -> Optional[int]:
+    """The index of row `epoch` (as summary.json's best_epoch counts), or None."""
+    epochs = [r.get("epoch") for r in rows]
+    return epochs.index(epoch) if epoch is not None and epoch in epochs else None
+
+
 def plot_learning_curves(rows: list[dict], best_epoch: Optional[int] = None, metric: str = "loss") -> Figure:
-    """train_<metric> and val_<metric> per epoch, the best epoch marked by a dotted line.
+    """train_<metric> and val_<metric> per epoch (per evaluation step for a step budget), the best
+    epoch marked by a dotted line.
 
     >>> fig = plot_learning_curves(run.rows, run.best_epoch, "accuracy")
     """
     fig, ax = new_figure()
-    epochs = column(rows, "epoch")
+    epochs, xlabel = x_axis(rows)
     marker = "o" if len(rows) <= 30 else None  # a few epochs read better as points
     for split, colour in (("train", "tab:blue"), ("val", "tab:orange")):
         y = column(rows, f"{split}_{metric}")
         if np.isfinite(y).any():
             ax.plot(epochs, y, marker=marker, markersize=3, color=colour,
                     label="train" if split == "train" else "validation")
-    if best_epoch is not None:
-        ax.axvline(best_epoch, color="tab:green", linestyle=":", label=f"best epoch {best_epoch}")
-    ax.set_xlabel("epoch")
+    best = _at_epoch(rows, best_epoch)
+    if best is not None:
+        where = f"epoch {best_epoch}" if xlabel == "epoch" else f"step {int(epochs[best])}"
+        ax.axvline(epochs[best], color="tab:green", linestyle=":", label=f"best {where}")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: train vs validation")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -71,11 +88,12 @@ def plot_learning_rate(rows: list[dict]) -> Figure:
     """The learning rate at the end of each epoch (log axis when it spans more than 10x)."""
     fig, ax = new_figure()
     lr = column(rows, "lr")
-    ax.plot(column(rows, "epoch"), lr, marker="o" if len(rows) <= 30 else None, markersize=3)
+    x, xlabel = x_axis(rows)
+    ax.plot(x, lr, marker="o" if len(rows) <= 30 else None, markersize=3)
     finite = lr[np.isfinite(lr)]
     if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 10:
         ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -292,15 +310,16 @@ def plot_comparison(runs: dict[str, list[dict]], metric: str = "loss",
     split_metric = any(has_column(rows, f"val_{metric}") or has_column(rows, f"train_{metric}")
                        for rows in runs.values())
     handles = []
+    xlabel = "epoch"
     for (name, rows), colour in zip(runs.items(), palette):
-        epochs = column(rows, "epoch")
+        epochs, xlabel = x_axis(rows)
         if split_metric:
             ax.plot(epochs, column(rows, f"train_{metric}"), color=colour, linestyle="--", linewidth=1)
             val = column(rows, f"val_{metric}")
             ax.plot(epochs, val, color=colour, linewidth=1.5)
-            best = (best_epochs or {}).get(name)
-            if best is not None and best in epochs:
-                ax.plot([best], [val[list(epochs).index(best)]], "o", color=colour, markersize=5)
+            best = _at_epoch(rows, (best_epochs or {}).get(name))
+            if best is not None:
+                ax.plot([epochs[best]], [val[best]], "o", color=colour, markersize=5)
         else:
             ax.plot(epochs, column(rows, metric), color=colour, linewidth=1.5)
         handles.append(Line2D([], [], color=colour, label=name))
@@ -314,7 +333,7 @@ def plot_comparison(runs: dict[str, list[dict]], metric: str = "loss",
         lr = lr[np.isfinite(lr)]
         if len(lr) and lr.min() > 0 and lr.max() / lr.min() > 10:
             ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}, {len(runs)} runs")
     ax.xaxis.get_major_locator().set_params(integer=True)

@@ -40,6 +40,7 @@ from typing import Any, Optional
 
 from ..config import Config, build_config, load_config
 from ..errors import ConfigError
+from ..runs import RunLock
 from .options import (DEFAULT_TRIALS, check_metric, claim_out, default_out, new_options, read_request,
                       write_request)
 from .plots import plot_heatmap, plot_metric_vs_param, plot_parallel_coordinates
@@ -75,7 +76,7 @@ def search(config: Config | dict | str | Path | None, space: str | Path | dict |
     pruner: none, median, halving or hyperband (Optuna's), on the per-epoch metric.
     All bad input is a ConfigError raised before any training.
     """
-    optuna = import_optuna()
+    import_optuna()  # not installed: ConfigError naming the extra, before anything else
     if resume is not None:
         out_dir, cfg, params, opts = read_request(resume, storage)
     else:
@@ -111,6 +112,20 @@ def search(config: Config | dict | str | Path | None, space: str | Path | dict |
 
     if resume is None:
         claim_out(out_dir, study is not None)
+    # A search alone in its folder holds the folder's lock (workers of one shared study share theirs):
+    # a train or a second search pointed at it is refused, naming this process's pid and host.
+    alone = study is None if resume is None else opts.storage is None
+    lock = RunLock(out_dir).acquire() if alone else None
+    try:
+        return _run_search(cfg, params, opts, out_dir, splits_for, resume, quiet, data_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_search(cfg: Config, params, opts, out_dir: Path, splits_for, resume, quiet: bool, data_dir) -> dict:
+    """search()'s study, trials and conclusion, once its options, data and folder are settled."""
+    optuna = import_optuna()
     storage_obj = open_storage(opts.storage, out_dir, opts.heartbeat)  # unreachable: ConfigError, now
     if resume is None:
         write_request(out_dir, cfg, params, opts)

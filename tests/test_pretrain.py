@@ -1,0 +1,173 @@
+"""trainlab pretrain on real Fashion-MNIST: SimCLR and masked reconstruction lower their losses, the
+linear probe reads the encoder, model.init_from / model.freeze start a classifier from it, resume is
+exact, data.labelled keeps a stratified subset, and the bad input is refused clearly."""
+
+import math
+import os
+import signal
+
+import pytest
+import torch
+import yaml
+
+from trainlab import checkpoint, data
+from trainlab.cli import main
+from trainlab.config import build_config
+from trainlab.errors import Interrupted
+from trainlab.pretrain import masked_mse, nt_xent, pretrain
+from trainlab.runs import read_json
+from trainlab.train import train
+
+from conftest import FASHION, ROOT, run_cli
+
+
+# Tiny models on a busy 2-core machine: one thread, module-wide (the module's fixtures train too).
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+def _config(**changes) -> dict:
+    """examples/fashion_pretrain.yaml on a stratified 2,000-image subset (1,800 train, 200 val)."""
+    assert (FASHION / "train-images-idx3-ubyte.gz").is_file(), "Fashion-MNIST missing: run `make setup`"
+    raw = yaml.safe_load((ROOT / "examples/fashion_pretrain.yaml").read_text())
+    raw["data"]["limit"] = 2000
+    raw["train"].update(epochs=3, progress="none")
+    raw["pretrain"]["probe_examples"] = 1000
+    raw["eval"] = {"limit": 1000}  # the final test pass: 1,000 of the 10,000 test images
+    for key, value in changes.items():
+        section, name = key.split("__")
+        raw.setdefault(section, {})[name] = value
+    return raw
+
+
+def _classifier(**changes) -> dict:
+    """examples/fashion_cnn.yaml on the same subset, 300 labels kept."""
+    raw = yaml.safe_load((ROOT / "examples/fashion_cnn.yaml").read_text())
+    raw["data"].update(limit=2000, labelled=300)
+    raw["train"].update(epochs=2, progress="none")
+    raw["eval"] = {"limit": 1000}
+    for key, value in changes.items():
+        section, name = key.split("__")
+        raw[section][name] = value
+    return raw
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    return pretrain(_config(), out=tmp_path_factory.mktemp("pt") / "run")
+
+
+def test_nt_xent_is_simclrs_formula():
+    # Reference: SimCLR's eq. 1 written out row by row, in float64 like the tested call, so the two
+    # differ by the rounding of different summation orders: a few ulps of values below 10 (< 1e-13).
+    z = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tau, n = 0.5, 4
+    u = z / z.norm(dim=1, keepdim=True)
+    rows = []
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)
+        others = [math.exp(float(u[i] @ u[k]) / tau) for k in range(2 * n) if k != i]
+        rows.append(-math.log(math.exp(float(u[i] @ u[j]) / tau) / sum(others)))
+    assert abs(float(nt_xent(z, tau)) - sum(rows) / len(rows)) < 1e-13
+    # Two identical views of 4 orthogonal images: the positives stand out, the loss is far lower.
+    aligned = torch.eye(4, 5, dtype=torch.float64).repeat(2, 1)
+    assert float(nt_xent(aligned, tau)) < float(nt_xent(z, tau)) - 1.0
+
+
+def test_masked_mse_counts_hidden_pixels_only():
+    reconstruction = torch.tensor([[1.0, 5.0, 3.0]])
+    target = torch.tensor([[0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0, 1.0]])  # the 5.0 is a visible pixel's: not scored
+    output = torch.stack([reconstruction, target, mask], dim=1)
+    assert float(masked_mse(output, torch.zeros(1))) == (1.0 + 9.0) / 2
+
+
+def test_contrastive_pretraining_lowers_its_loss_and_the_probe_reads_the_encoder(pretrained):
+    rows = pretrained.history
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    train_losses = [r["train_loss"] for r in rows]
+    assert train_losses == sorted(train_losses, reverse=True) and train_losses[-1] < train_losses[0] - 0.1
+    # 10 classes: a probe that read nothing would score about 0.1.
+    assert all(r["val_probe_accuracy"] > 0.5 for r in rows)
+    summary = read_json(pretrained.run_dir / "summary.json")
+    assert set(summary["metrics"]["test"]) == {"loss", "probe_accuracy"}
+    assert summary["metrics"]["test"]["probe_accuracy"] > 0.5
+    saved = checkpoint.load(pretrained.run_dir / "checkpoints" / "best.pt")["model"]
+    assert any(k.startswith("projector.") for k in saved) and any(k.startswith("backbone.") for k in saved)
+    code = run_cli("report", pretrained.run_dir).returncode
+    assert code == 0 and "probe_accuracy" in (pretrained.run_dir / "report.html").read_text()
+
+
+def test_masked_reconstruction_lowers_its_loss(tmp_path):
+    result = pretrain(_config(pretrain__objective="masked", train__epochs=2), out=tmp_path / "run")
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[1] < losses[0]
+    assert result.metrics["val"]["probe_accuracy"] > 0.5
+
+
+def test_freeze_trains_the_last_layer_only_and_fine_tuning_moves_the_encoder(pretrained, tmp_path):
+    encoder = {k[len("backbone."):]: v for k, v in
+               checkpoint.load(pretrained.run_dir / "checkpoints" / "best.pt")["model"].items()
+               if k.startswith("backbone.") and not k.startswith("backbone.13.")}  # 13: the cnn's last layer
+    probe = train(_classifier(model__init_from=str(pretrained.run_dir), model__freeze=True, train__epochs=10,
+                              train__batch_size=32, optim__lr=0.01), out=tmp_path / "probe")
+    weights = probe.model.state_dict()
+    for name, value in encoder.items():  # weights and batch-norm statistics, bit for bit
+        assert torch.equal(weights[name], value), name
+    # The head learned (10 classes: chance is 0.1; the probe of the fixture scores > 0.5 on 1,000).
+    assert probe.metrics["test"]["accuracy"] > 0.5
+    tuned = train(_classifier(model__init_from=str(pretrained.run_dir)), out=tmp_path / "tuned")
+    moved = [n for n, v in encoder.items() if v.is_floating_point() and not torch.equal(tuned.model.state_dict()[n], v)]
+    assert "0.weight" in moved and "9.weight" in moved
+
+
+def test_labelled_keeps_a_stratified_subset_and_the_statistics_of_every_image():
+    raw = _classifier()
+    raw["data"].pop("limit")
+    everything = data.load(build_config({**raw, "data": {**raw["data"], "labelled": None}}))
+    few = data.load(build_config({**raw, "data": {**raw["data"], "labelled": 600}}))
+    assert len(few.train) == 600 and torch.bincount(few.train.y).tolist() == [60] * 10
+    assert few.mean == everything.mean and few.std == everything.std
+    assert torch.equal(few.val.y, everything.val.y)  # the validation split is untouched
+
+
+def test_pretraining_interrupted_mid_epoch_resumes_exactly(tmp_path):
+    cfg = _config(data__limit=1000, train__epochs=2, train__checkpoint_every=2)
+    whole = pretrain(cfg, out=tmp_path / "whole")
+
+    def interrupt(epoch, step):
+        if (epoch, step) == (2, 1):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        pretrain(cfg, out=tmp_path / "cut", on_step_end=interrupt)
+    resumed = pretrain(resume=tmp_path / "cut")
+    assert resumed.history[-1]["train_loss"] == whole.history[-1]["train_loss"]
+    assert resumed.metrics == whole.metrics
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+
+
+def test_bad_input_is_refused_clearly(pretrained, tmp_path, capsys):
+    def cli(*args) -> tuple[int, str]:  # trainlab's main in this process: exit code and stderr
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
+    run = str(pretrained.run_dir)
+    cnn = ROOT / "examples/fashion_cnn.yaml"
+    code, err = cli("train", "-c", cnn, f"model.init_from={run}", "model.channels=[8,32]", "--smoke")
+    assert code == 2 and "layer '0.bias' is of shape (8,) here but of shape (16,)" in err
+    plain = train(_classifier(), out=tmp_path / "plain")
+    code, err = cli("train", "-c", cnn, f"model.init_from={plain.run_dir}", "--smoke")
+    assert code == 2 and "not written by `trainlab pretrain`" in err
+    code, err = cli("train", "-c", cnn, f"model.init_from={tmp_path / 'nothing'}", "--smoke")
+    assert code == 2 and "no checkpoint" in err
+    code, err = cli("pretrain", "-c", ROOT / "examples/wine_tabular.yaml", "--smoke")
+    assert code == 2 and "pre-trains image encoders" in err
+    code, err = cli("train", "-c", cnn, "model.freeze=true", "--smoke")
+    assert code == 2 and "model.init_from" in err
+    code, err = cli("train", "-c", cnn, "data.limit=1000", "data.labelled=5000")
+    assert code == 3 and "data.labelled=5000" in err
+    code, err = cli("evaluate", run)
+    assert code == 2 and "model.init_from=" in err
+    code, err = cli("train", "--resume", run)
+    assert code == 2 and f"trainlab pretrain --resume {run}" in err

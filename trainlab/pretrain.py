@@ -1,0 +1,227 @@
+"""trainlab pretrain: self-supervised pre-training of an image encoder (SimCLR's contrastive loss or
+masked reconstruction) by train() itself, and model.init_from, which starts a classifier from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint, data
+from .config import Config, PretrainConfig, build_config, load_config
+from .data import augment as aug
+from .errors import ConfigError
+from .models import build_model, feature_width, features, head_name
+from .runs import RunDir
+from .opening import apply_smoke, prepare_config
+from .train import Result, train
+
+# The task of a pre-training run's splits: the loop keeps its loss only, and every evaluation adds
+# the linear probe's accuracy (train.evaluate).
+TASK = "self_supervised"
+
+
+class Contrastive(nn.Module):
+    """SimCLR (Chen et al. 2020): the classifier's encoder, then a projection head, on two views.
+
+    forward(x): x (B, C, H, W) normalised images -> (2B, pretrain.projection): rows i and B + i are
+    the projections of two augmentations of image i. The views are drawn from torch's global
+    generator, which every checkpoint saves (as for dropout), so resume draws the same views.
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: PretrainConfig, mean: list[float], std: list[float]):
+        super().__init__()
+        self.backbone = backbone.requires_grad_(True)
+        getattr(backbone, head_name(backbone)).requires_grad_(False)  # the classifier layer is not trained
+        width = feature_width(backbone)
+        self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, cfg.projection))
+        self.augment = cfg.augment
+        # Per-channel statistics (1, C, 1, 1): views are made on [0, 1] pixels, so the area a shift
+        # or rotation brings in is black, as in training augmentation (data.loader.Batches.prepare).
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return features(self.backbone, x)  # (B, F)
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        a, generator = self.augment, torch.default_generator
+        if aug.is_geometric(a):
+            x = (aug.geometric(x * self.std + self.mean, a, generator) - self.mean) / self.std
+        return aug.add_noise(x, a.noise, generator) if a.noise else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = torch.cat([self.view(x), self.view(x)])  # (2B, C, H, W)
+        return self.projector(self.encode(views))
+
+
+def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent loss. z: (2B, D), rows i and B + i the two views of one image.
+
+    Each row's cosine similarities to the 2B - 1 others, over τ, are logits whose target is its
+    other view: the mean cross-entropy over the 2B rows. Hand-written: torch has no NT-Xent.
+    """
+    n = z.shape[0] // 2
+    z = F.normalize(z, dim=1)
+    logits = z @ z.T / temperature                                     # (2B, 2B)
+    self_pairs = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_pairs, float("-inf"))
+    other_view = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, other_view)
+
+
+class MaskedReconstruction(nn.Module):
+    """The classifier's encoder, then a decoder that redraws the image from a copy with patches hidden.
+
+    forward(x): x (B, C, H, W) -> (B, 3, C*H*W): the reconstruction, the image, and the mask (1
+    where a patch was hidden). Hidden pixels are set to 0, the training mean. Patches are drawn
+    from torch's generator on x's device (checkpointed with the run).
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: PretrainConfig, input_shape: tuple[int, ...]):
+        super().__init__()
+        self.backbone = backbone.requires_grad_(True)
+        getattr(backbone, head_name(backbone)).requires_grad_(False)
+        width = feature_width(backbone)
+        self.decoder = nn.Sequential(nn.Linear(width, 512), nn.ReLU(), nn.Linear(512, math.prod(input_shape)))
+        self.patch, self.ratio = cfg.patch, cfg.mask_ratio
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return features(self.backbone, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        p = self.patch
+        hidden = torch.rand(b, 1, -(-h // p), -(-w // p), device=x.device) < self.ratio  # (B, 1, H/p, W/p)
+        mask = hidden.repeat_interleave(p, 2).repeat_interleave(p, 3)[:, :, :h, :w].to(x.dtype).expand_as(x)
+        reconstruction = self.decoder(self.encode(x * (1 - mask)))
+        return torch.stack([reconstruction, x.flatten(1), mask.flatten(1)], dim=1)
+
+
+def masked_mse(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the hidden pixels of MaskedReconstruction's output (B, 3, P)."""
+    reconstruction, target, mask = output.unbind(1)
+    return ((reconstruction - target).pow(2) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def pretrain(config: Config | dict | str | Path | None = None, *, out: Optional[str | Path] = None,
+             resume: Optional[str | Path] = None, smoke: bool = False, data_dir: Optional[str] = None,
+             on_epoch_end: Optional[Callable[[int, dict], Any]] = None,
+             on_step_end: Optional[Callable[[int, int], Any]] = None) -> Result:
+    """Pre-train the encoder of the image model `config` describes, without labels; returns train()'s Result.
+
+    >>> result = pretrain("examples/fashion_pretrain.yaml")
+    >>> result.metrics["test"]["probe_accuracy"]
+    The run directory is train()'s (curves, checkpoints, resume, report); `model.init_from: RUN_DIR`
+    then starts a `train` run from its encoder. data.labelled is ignored: every training image is used.
+    """
+    if resume is not None:
+        run = RunDir(Path(resume))
+        if not run.config.is_file():
+            raise ConfigError(f"'{resume}' is not a run directory: it has no config.yaml. "
+                              "Give the folder a previous `trainlab pretrain` wrote.")
+        cfg = load_config(run.config)
+    else:
+        cfg = prepare_config(config)
+        cfg = apply_smoke(cfg) if smoke else cfg
+        if cfg.pretrain.objective == "contrastive":
+            # NT-Xent's value depends on the negatives a batch holds: evaluation passes take batches
+            # of train.batch_size too, so val.loss compares with train.loss (config.yaml records it).
+            cfg = build_config({**cfg.to_dict(), "eval": {**cfg.eval.model_dump(), "batch_size": cfg.train.batch_size}})
+    if cfg.model.init_from and resume is None:  # a train run given to --resume: train() names it
+        raise ConfigError("model.init_from starts a `trainlab train` run from a pre-trained encoder; "
+                          "`trainlab pretrain` begins from the seed's initialisation. Remove model.init_from.")
+    splits, model, loss_fn = pretraining_parts(cfg, data_dir)
+    return train(cfg if resume is None else None, out=out, resume=resume, data_dir=data_dir, model=model,
+                 loss_fn=loss_fn, splits=splits, on_epoch_end=on_epoch_end, on_step_end=on_step_end)
+
+
+def pretraining_parts(cfg: Config, data_dir: Optional[str] = None) -> tuple[data.Splits, nn.Module, Callable]:
+    """What pre-training hands train(): every training image (data.labelled ignored) under the
+    self-supervised task, the encoder from the seed inside its objective's module, and the loss."""
+    raw = cfg.to_dict()
+    raw["data"]["labelled"] = None  # pre-training sees every training image
+    splits = data.load(build_config(raw), data_dir)
+    if not splits.is_image:
+        raise ConfigError(f"data.name={cfg.data.name}: `trainlab pretrain` pre-trains image encoders; "
+                          "choose an image set (fashion-mnist, cifar10, imagefolder, ...).")
+    splits = dataclasses.replace(splits, task=TASK)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights as `trainlab train` builds
+    backbone = build_model(cfg.model, splits.input_shape, splits.num_classes)
+    p = cfg.pretrain
+    if p.objective == "contrastive":
+        model: nn.Module = Contrastive(backbone, p, splits.mean, splits.std)
+        loss_fn = lambda output, y: nt_xent(output, p.temperature)  # noqa: E731 (labels unused)
+    else:
+        model, loss_fn = MaskedReconstruction(backbone, p, splits.input_shape), masked_mse
+    return splits, model, loss_fn
+
+
+@torch.no_grad()
+def probe_accuracy(s, batches) -> float:
+    """Accuracy on `batches` of a linear probe on the encoder's features (s: train.Setup).
+
+    The probe is scikit-learn's logistic regression on standardised features of the first
+    pretrain.probe_examples training images with their labels; fitted anew at every evaluation.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .data.loader import Batches
+
+    model = s.model
+    was_training = model.training
+    model.eval()
+
+    def encoded(examples) -> tuple:
+        pairs = [(model.encode(x).double().cpu(), y.cpu()) for x, y in examples.epoch()]
+        return torch.cat([f for f, _ in pairs]).numpy(), torch.cat([y for _, y in pairs]).numpy()
+
+    fit = Batches(s.splits.train, s.splits, s.cfg.eval.batch_size, s.device, s.dtype,
+                  limit=s.cfg.pretrain.probe_examples)
+    fit_x, fit_y = encoded(fit)
+    x, y = encoded(batches)
+    model.train(was_training)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(fit_x, fit_y)
+    return float(probe.score(x, y))
+
+
+def load_encoder(model: nn.Module, run_dir: str, freeze: bool = False) -> None:
+    """model.init_from: put the encoder a `trainlab pretrain` run learned into `model` (every layer but
+    the last); `freeze` keeps it fixed (weights and batch-norm statistics), so only the last layer trains."""
+    run = RunDir(Path(run_dir))
+    path = run.best if run.best.exists() else run.last
+    if not path.exists():
+        raise ConfigError(f"model.init_from={run_dir}: there is no checkpoint at {path}. Give the folder of a "
+                          "`trainlab pretrain` run that finished an evaluation.")
+    saved = checkpoint.load(path)["model"]
+    head = head_name(model, "model.init_from")
+    prefix = "backbone."
+    encoder = {k[len(prefix):]: v for k, v in saved.items()
+               if k.startswith(prefix) and not k.startswith(f"{prefix}{head}.")}
+    if not encoder:
+        raise ConfigError(f"model.init_from={run_dir}: {path} holds no pre-trained encoder; it was not written "
+                          "by `trainlab pretrain`. Give a pre-training run's folder.")
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{head}.")}
+    for name in sorted(set(own) | set(encoder)):
+        here, there = own.get(name), encoder.get(name)
+        if here is None or there is None or here.shape != there.shape:
+            shape = lambda t: "absent" if t is None else f"of shape {tuple(t.shape)}"  # noqa: E731
+            raise ConfigError(
+                f"model.init_from={run_dir}: the pre-trained encoder does not fit this model: layer '{name}' is "
+                f"{shape(here)} here but {shape(there)} in {path}. Use the model section the run was "
+                "pre-trained with (its config.yaml).")
+    model.load_state_dict({**model.state_dict(), **encoder})
+    if freeze:
+        for name, layer in model.named_children():
+            if name != head:
+                layer.requires_grad_(False)
+                # Eval mode at every forward, whatever model.train() set: batch norm keeps its
+                # pre-trained statistics and dropout stays off, so the probe sees fixed features.
+                layer.register_forward_pre_hook(lambda module, args: module.eval() and None)
