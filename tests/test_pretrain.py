@@ -131,7 +131,8 @@ def test_labelled_keeps_a_stratified_subset_and_the_statistics_of_every_image():
 
 
 def test_pretraining_interrupted_mid_epoch_resumes_exactly(tmp_path):
-    cfg = _config(data__limit=1000, train__epochs=2, train__checkpoint_every=2)
+    cfg = _config(data__limit=600, train__epochs=2, train__checkpoint_every=1, eval__limit=200,
+                  pretrain__probe_examples=200)
     whole = pretrain(cfg, out=tmp_path / "whole")
 
     def interrupt(epoch, step):

@@ -112,7 +112,8 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
     loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
     model = build_model(cfg.model, splits.input_shape, n_out)
-    check_output(model, splits.input_shape, n_out)
+    if splits.task != "language_model":  # token ids in, (B, T, V) out: a GPT checks its own sizes
+        check_output(model, splits.input_shape, n_out)
     model = model.to(device=device, dtype=dtype).train()
     loss_fn = losses.build_loss(cfg, splits.task, splits.num_classes)
     penalty = make_penalty(cfg, model)
@@ -177,8 +178,8 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
 
 
 def _build_optimizer(cfg: Config, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    from .optim import build_optimizer
-    return build_optimizer(derive(cfg, {"optim.lr": lr}), model.parameters())
+    from .optim import build_optimizer, parameter_groups
+    return build_optimizer(derive(cfg, {"optim.lr": lr}), parameter_groups(cfg, model))  # a gpt's decay groups too
 
 
 def format_lr_find(found: dict) -> str:

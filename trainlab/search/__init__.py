@@ -103,7 +103,9 @@ def search(config: Config | dict | str | Path | None, space: str | Path | dict |
         return cache[key]
 
     first_splits = splits_for(cfg)
-    task_metrics = ("loss", "accuracy") if first_splits.task == "classification" else ("loss", "rmse", "mae")
+    task_metrics = {"classification": ("loss", "accuracy"), "regression": ("loss", "rmse", "mae"),
+                    "language_model": ("loss", "accuracy", "perplexity",
+                                       f"bits_per_{first_splits.extra.get('unit')}")}[first_splits.task]
     if metric_name not in task_metrics:
         raise ConfigError(f"--metric {opts.metric}: a {first_splits.task} run has "
                           f"{', '.join(metric_split + '.' + m for m in task_metrics)}.")
