@@ -314,7 +314,7 @@ def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
 # ---------------------------------------------------------------- encoder and head (pre-training)
 
 def head_name(model: nn.Module, key: str = "model.name") -> str:
-    """The name of an image or tabular classifier's last layer ('7' of a cnn Sequential, 'fc' of a
+    """The name of an image or tabular classifier's last layer ('13' of a cnn Sequential, 'fc' of a
     ResNet): what `trainlab pretrain` drops and `model.init_from` starts fresh."""
     if isinstance(model, ResNet):
         return "fc"
