@@ -1,5 +1,5 @@
-"""SIGKILL at a random moment of a run with train.checkpoint_every: `--resume` always succeeds and
-ends with the metrics (and curves) of the uninterrupted run.
+"""SIGKILL or SIGTERM at a random moment of a run with train.checkpoint_every: `--resume` always
+succeeds and ends with the metrics (and curves) of the uninterrupted run.
 
 The moment is a fraction of the measured length of an uninterrupted run, chosen by Hypothesis, so
 the kills land anywhere: while the data loads, between two checkpoints, inside a checkpoint's write
@@ -11,6 +11,8 @@ of the 2-3 s of a new Python, and fork does not copy a parent whose torch thread
 
 import json
 import multiprocessing
+import os
+import signal
 import shutil
 import time
 from pathlib import Path
@@ -77,20 +79,26 @@ def uninterrupted(forkserver, tmp_path_factory):
 # 20 s in all, with the forkserver's start (2-3 s, once).
 @settings(max_examples=20, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(fraction=st.floats(0.0, 1.1))
-@example(fraction=0.0)   # right after config.yaml: the data is still loading, no last.pt yet
-@example(fraction=1.1)   # after the run ended: resume finds the final last.pt and only re-scores it
-def test_sigkill_at_a_random_moment_then_resume_ends_like_the_uninterrupted_run(fraction, forkserver, uninterrupted,
-                                                                                 tmp_path_factory):
+@given(fraction=st.floats(0.0, 1.1), signum=st.sampled_from([signal.SIGKILL, signal.SIGTERM]))
+@example(fraction=0.0, signum=signal.SIGKILL)   # right after config.yaml: the data is still loading, no last.pt yet
+@example(fraction=1.1, signum=signal.SIGKILL)   # after the run ended: resume finds the final last.pt, re-scores it
+def test_sigkill_at_a_random_moment_then_resume_ends_like_the_uninterrupted_run(fraction, signum, forkserver,
+                                                                                 uninterrupted, tmp_path_factory):
     reference, reference_rows, seconds = uninterrupted
     out = tmp_path_factory.mktemp("killed") / "run"
     process = _start(forkserver, config=CONFIG, out=str(out))
     _wait_for_config(out, process)
     time.sleep(fraction * seconds)
-    process.kill()  # SIGKILL: no handler runs; only what was written atomically survives
+    # SIGKILL: no handler runs, only what was written atomically survives. SIGTERM (a scheduler's
+    # stop): the loop saves last.pt at the step it reached and raises Terminated (before the loop
+    # has installed its handler, SIGTERM's default ends the process as SIGKILL does).
+    try:
+        os.kill(process.pid, signum)
+    except ProcessLookupError:  # it had already ended and been reaped
+        pass
     process.join(timeout=60)
     last = out / "checkpoints" / "last.pt"
-    event("killed" if process.exitcode == -9 else "already finished")
+    event(f"{signal.Signals(signum).name}: " + ("stopped" if process.exitcode != 0 else "already finished"))
     event("a last.pt was saved" if last.exists() else "killed before the first last.pt")
     torn = list(last.parent.glob(".last.pt.*.tmp"))
     event("a torn temp file was left" if torn else "no torn temp file")
