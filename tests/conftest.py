@@ -34,6 +34,26 @@ def quick_config(**sections) -> dict:
     return cfg
 
 
+def ctrl_c_at(epoch: int, step: int):
+    """An on_step_end hook for train(): Ctrl-C (a real SIGINT to this process) after that step."""
+    def hook(e: int, s: int) -> None:
+        if (e, s) == (epoch, step):
+            os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+
+def run_main(capsys, *args):
+    """`trainlab ARGS` through cli.main in this process (torch imported once, not per call), as a
+    completed process: returncode, stdout, stderr (what run_cli returns from a new Python)."""
+    from types import SimpleNamespace
+
+    from trainlab.cli import main
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
 def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run `python -m trainlab ARGS` as a user would; returns the completed process."""
     full_env = {**os.environ, **(env or {})}

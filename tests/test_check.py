@@ -15,7 +15,7 @@ from trainlab.data import idx
 from trainlab.data.locate import data_roots
 from trainlab.models import build_model
 
-from conftest import FASHION, GPU_EXAMPLES, ROOT, run_cli, truncated_fashion_root
+from conftest import FASHION, GPU_EXAMPLES, ROOT, run_cli, run_main, truncated_fashion_root
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SEED = ROOT / "examples/seed_mlp.yaml"
@@ -55,16 +55,6 @@ def cifar_shaped_folder(tmp_path_factory):
     return root
 
 
-def _in_process(capsys, *args):
-    """`trainlab ARGS` through cli.main in this process (torch imported once, not per example), as a
-    completed process: returncode, stdout, stderr."""
-    from types import SimpleNamespace
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-
 def _check_ok(proc) -> dict:
     assert proc.returncode == 0, proc.stderr
     result = _last_json(proc)
@@ -82,7 +72,7 @@ def _check_ok(proc) -> dict:
 def test_check_works_on_every_example(example, capsys, fashion_available, cifar_shaped_folder):
     if example.name != "cifar_resnet.yaml":
         pretrain = ["--pretrain"] if "pretrain" in example.name else []  # what `trainlab pretrain` would do
-        result = _check_ok(_in_process(capsys, "check", "-c", example, *GPU_EXAMPLES.get(example.name, []),
+        result = _check_ok(run_main(capsys, "check", "-c", example, *GPU_EXAMPLES.get(example.name, []),
                                        "--steps", "3", "--json", *pretrain))
         # A step budget (the language models) is counted in evaluation periods, not epochs.
         periods = result["timing"]["step_budget"] is not None
@@ -90,12 +80,12 @@ def test_check_works_on_every_example(example, capsys, fashion_available, cifar_
         assert ("evaluation period ~" in text) == periods and ("epoch ~" in text) != periods
         return
     if any((root / "cifar10").is_dir() for root in data_roots()):
-        _check_ok(_in_process(capsys, "check", "-c", example, "--steps", "3", "--json"))
+        _check_ok(run_main(capsys, "check", "-c", example, "--steps", "3", "--json"))
     else:  # not installed here: the honest answer is exit 3 naming what is missing and where it was sought
         _main_error(capsys, 3, ["-c", example, "data.download=false"], "Dataset 'cifar10' not found",
                     "cifar-10-python.tar.gz", str(data_roots()[0] / "cifar10"))
     # The example's ResNet, augmentation, optimiser and schedule on a CIFAR-shaped folder (smaller batches).
-    proc = _in_process(capsys, "check", "-c", example, "data.name=imagefolder", f"data.path={cifar_shaped_folder}",
+    proc = run_main(capsys, "check", "-c", example, "data.name=imagefolder", f"data.path={cifar_shaped_folder}",
                        "data.image_size=32", "train.batch_size=32", "eval.batch_size=64", "--steps", "3", "--json")
     result = _check_ok(proc)
     assert result["model"]["params"] == 272474  # ResNet-20 of width 16 on 10 classes

@@ -11,10 +11,9 @@ from trainlab import data
 from trainlab.config import build_config
 from trainlab.data import idx
 from trainlab.data.loader import make_batches
-from trainlab.cli import main
 from trainlab.train import train
 
-from conftest import FASHION, GPU_EXAMPLES, ROOT
+from conftest import FASHION, GPU_EXAMPLES, ROOT, run_main
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CIFAR_EXAMPLES = {"cifar_resnet.yaml"}
@@ -49,10 +48,9 @@ def test_example_runs_with_smoke(example, tmp_path, fashion_available, fashion_f
     command = "pretrain" if "pretrain" in example.name else "train"
     # The command line through cli.main in this process: torch and the data stack are imported once
     # for all the examples (tests/test_docs.py runs the shown commands the same way).
-    code = main([command, "-c", str(example), *extra, "--smoke", "--json", "--out", str(tmp_path / "run")])
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    summary = json.loads(out.out.strip().splitlines()[-1])
+    done = run_main(capsys, command, "-c", example, *extra, "--smoke", "--json", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
     # Scored on test; a text split by position without a test part (nanoGPT's 90/10) on val.
     held_out = summary["metrics"].get("test") or summary["metrics"]["val"]
     assert summary["epochs_run"] >= 1 and "loss" in held_out

@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,16 +25,14 @@ from trainlab.errors import ConfigError, DataError, Interrupted
 from trainlab.runs import LOCK_NAME, RunDir, RunLock
 from trainlab.train import train
 
-from conftest import ROOT, quick_config, run_cli, wait_for
+from conftest import ROOT, ctrl_c_at, quick_config, run_cli, wait_for
 
 
 def _interrupted_run(out: Path, at=(2, 5), **sections) -> Path:
     """A digits run stopped by Ctrl-C mid-epoch: its last.pt holds a mid-epoch state."""
     cfg = build_config(quick_config(**sections))
 
-    def interrupt(epoch, step):
-        if (epoch, step) == at:
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = ctrl_c_at(*at)
 
     with pytest.raises(Interrupted):
         train(cfg, out=out, on_step_end=interrupt)

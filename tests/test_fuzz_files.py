@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
-import signal
 import warnings
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from trainlab import checkpoint, data
 from trainlab.config import build_config
 from trainlab.errors import DataError
 
-from conftest import FASHION, time_limit
+from conftest import FASHION, ctrl_c_at, time_limit
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
@@ -234,9 +232,7 @@ def mid_run_checkpoint(tmp_path_factory) -> bytes:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ckpt") / "run"
 
-    def interrupt(epoch, step):
-        if (epoch, step) == (1, 9):
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = ctrl_c_at(1, 9)
 
     with pytest.raises(Interrupted):
         train(build_config(quick_config(train={"epochs": 2})), out=out, on_step_end=interrupt)

@@ -3,8 +3,6 @@ generation, and the bad input a language-model config can hold."""
 
 import json
 import math
-import os
-import signal
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from trainlab.errors import ConfigError, DataError, Interrupted
 from trainlab.generate import generate
 from trainlab.train import train
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, ctrl_c_at, run_cli
 
 # A small GPT on the shipped Tiny Shakespeare: 40 AdamW steps, a row every 10, warm-up + cosine,
 # dropout (global RNG) and random windows (their own generator): every kind of state resume restores.
@@ -55,9 +53,7 @@ def test_ctrl_c_mid_period_then_resume_equals_uninterrupted(tmp_path, one_thread
     cfg = _config()
     reference = train(cfg, out=tmp_path / "reference")
 
-    def interrupt(period, step):
-        if (period, step) == (3, 4):
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = ctrl_c_at(3, 4)  # evaluation period 3, step 4
 
     with pytest.raises(Interrupted):
         train(cfg, out=tmp_path / "cut", on_step_end=interrupt)

@@ -3,22 +3,19 @@ linear probe reads the encoder, model.init_from / model.freeze start a classifie
 exact, data.labelled keeps a stratified subset, and the bad input is refused clearly."""
 
 import math
-import os
-import signal
 
 import pytest
 import torch
 import yaml
 
 from trainlab import checkpoint, data
-from trainlab.cli import main
 from trainlab.config import build_config
 from trainlab.errors import Interrupted
 from trainlab.pretrain import masked_mse, nt_xent, pretrain
 from trainlab.runs import read_json
 from trainlab.train import train
 
-from conftest import FASHION, ROOT, run_cli
+from conftest import FASHION, ROOT, ctrl_c_at, run_cli, run_main
 
 
 # Tiny models on a busy 2-core machine: one thread, module-wide (the module's fixtures train too).
@@ -135,9 +132,7 @@ def test_pretraining_interrupted_mid_epoch_resumes_exactly(tmp_path):
                   pretrain__probe_examples=200)
     whole = pretrain(cfg, out=tmp_path / "whole")
 
-    def interrupt(epoch, step):
-        if (epoch, step) == (2, 1):
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = ctrl_c_at(2, 1)
 
     with pytest.raises(Interrupted):
         pretrain(cfg, out=tmp_path / "cut", on_step_end=interrupt)
@@ -150,8 +145,8 @@ def test_pretraining_interrupted_mid_epoch_resumes_exactly(tmp_path):
 
 def test_bad_input_is_refused_clearly(pretrained, tmp_path, capsys):
     def cli(*args) -> tuple[int, str]:  # trainlab's main in this process: exit code and stderr
-        code = main([str(a) for a in args])
-        return code, capsys.readouterr().err
+        done = run_main(capsys, *args)
+        return done.returncode, done.stderr
 
     run = str(pretrained.run_dir)
     cnn = ROOT / "examples/fashion_cnn.yaml"

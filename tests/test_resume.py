@@ -2,7 +2,6 @@
 that was never interrupted: same step, optimiser, scheduler and RNG state."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from trainlab.config import build_config
 from trainlab.errors import Interrupted
 from trainlab.train import train
 
-from conftest import ROOT, quick_config, wait_for
+from conftest import ROOT, ctrl_c_at, quick_config, wait_for
 
 # Everything that carries state across steps: momentum, a warm-up + cosine schedule, dropout
 # (global RNG), augmentation (its own generator) and shuffling.
@@ -40,9 +39,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     cfg = build_config(quick_config(**STATEFUL))
     reference = train(cfg, out=tmp_path / "reference")
 
-    def interrupt(epoch, step):
-        if (epoch, step) == (2, 7):
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = ctrl_c_at(2, 7)
 
     with pytest.raises(Interrupted) as err:
         train(cfg, out=tmp_path / "cut", on_step_end=interrupt)
@@ -64,9 +61,7 @@ def test_resume_after_a_finished_epoch_checkpoint(tmp_path):
     cfg = build_config(quick_config(**STATEFUL))
     reference = train(cfg, out=tmp_path / "reference")
 
-    def interrupt(epoch, step):
-        if epoch == 2 and step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
+    interrupt = ctrl_c_at(2, 1)
 
     with pytest.raises(Interrupted):
         train(cfg, out=tmp_path / "cut", on_step_end=interrupt)

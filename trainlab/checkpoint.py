@@ -178,14 +178,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# The prefix of a `trainlab pretrain` checkpoint's weights: its model is the classifier (as
+# "backbone") inside the objective's module, beside a projection head or a decoder.
+ENCODER_PREFIX = "backbone."
+
+
+def holds_encoder(model_state: dict) -> bool:
+    """Whether a checkpoint's model state is a pre-training run's (the encoder in its objective's module)."""
+    return any(k.startswith(ENCODER_PREFIX) for k in model_state)
+
+
 def load_weights(model: torch.nn.Module, path: Path, config: Any = None) -> dict[str, Any]:
     """Put a checkpoint's model weights into `model`; returns the whole checkpoint.
 
     A checkpoint of another shape is a DataError naming the parameters that do not fit.
     """
     state = load(path, config=config)
-    saved = state.get("model") or {}
-    if any(k.startswith("backbone.") for k in saved) and "backbone" not in dict(model.named_children()):
+    if holds_encoder(state.get("model") or {}) and not holds_encoder(model.state_dict()):
         raise ConfigError(f"Checkpoint '{path}' holds an encoder that `trainlab pretrain` learned without labels, "
                           "not a model that predicts. Train one from it: trainlab train -c CONFIG "
                           f"model.init_from={Path(path).parent.parent}")

@@ -167,9 +167,12 @@ class ResNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, C, H, W) -> (N, width, H, W) -> (N, 4*width, H/4, W/4) -> pooled (N, 4*width)
+        return self.pool(self.stages(self.stem(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, C, H, W) -> (N, width, H, W) -> (N, 4*width, H/4, W/4) -> (N, num_outputs)
-        return self.fc(self.dropout(self.pool(self.stages(self.stem(x)))))
+        return self.fc(self.dropout(self.encode(x)))  # (N, num_outputs)
 
 
 def _build_resnet(cfg: ModelConfig, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
@@ -327,7 +330,7 @@ def head_name(model: nn.Module, key: str = "model.name") -> str:
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N, *input_shape) -> (N, F): what the model's last linear layer takes (the encoder's output)."""
     if isinstance(model, ResNet):
-        return model.pool(model.stages(model.stem(x)))
+        return model.encode(x)
     for layer in list(model)[:-1]:
         x = layer(x)
     return x

@@ -72,7 +72,7 @@ def _open_run(config, out, resume, smoke, in_place: bool = False) -> tuple[Confi
 
 def check_command(run: RunDir, saved: dict, pretraining: bool) -> None:
     """--resume continues a run with the command that began it: a pretrain run's weights are an encoder's."""
-    encoder = any(k.startswith("backbone.") for k in saved["model"])
+    encoder = checkpoint.holds_encoder(saved["model"])
     if encoder != pretraining:
         began, other = ("pretrain", "train") if encoder else ("train", "pretrain")
         raise ConfigError(f"'{run.path}' is a `trainlab {began}` run, not a `trainlab {other}` one: continue it "

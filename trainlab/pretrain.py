@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint, data
-from .config import Config, PretrainConfig, build_config, load_config
+from .config import Config, PretrainConfig
+from .crossval import derive
 from .data import augment as aug
 from .errors import ConfigError
+from .evaluate import read_run_config
 from .models import build_model, feature_width, features, head_name
 from .runs import RunDir
 from .opening import apply_smoke, prepare_config
@@ -26,7 +28,21 @@ from .train import Result, train
 TASK = "self_supervised"
 
 
-class Contrastive(nn.Module):
+class Objective(nn.Module):
+    """What both objectives' modules hold: the classifier as `backbone` (its last layer untrained, as
+    `model.init_from` replaces it) and encode(x) -> (B, F), the input of that last layer."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone.requires_grad_(True)
+        getattr(backbone, head_name(backbone)).requires_grad_(False)
+        self.width = feature_width(backbone)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return features(self.backbone, x)
+
+
+class Contrastive(Objective):
     """SimCLR (Chen et al. 2020): the classifier's encoder, then a projection head, on two views.
 
     forward(x): x (B, C, H, W) normalised images -> (2B, pretrain.projection): rows i and B + i are
@@ -35,19 +51,14 @@ class Contrastive(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, cfg: PretrainConfig, mean: list[float], std: list[float]):
-        super().__init__()
-        self.backbone = backbone.requires_grad_(True)
-        getattr(backbone, head_name(backbone)).requires_grad_(False)  # the classifier layer is not trained
-        width = feature_width(backbone)
-        self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, cfg.projection))
+        super().__init__(backbone)
+        self.projector = nn.Sequential(nn.Linear(self.width, self.width), nn.ReLU(),
+                                       nn.Linear(self.width, cfg.projection))
         self.augment = cfg.augment
         # Per-channel statistics (1, C, 1, 1): views are made on [0, 1] pixels, so the area a shift
         # or rotation brings in is black, as in training augmentation (data.loader.Batches.prepare).
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return features(self.backbone, x)  # (B, F)
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         a, generator = self.augment, torch.default_generator
@@ -75,7 +86,7 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(logits, other_view)
 
 
-class MaskedReconstruction(nn.Module):
+class MaskedReconstruction(Objective):
     """The classifier's encoder, then a decoder that redraws the image from a copy with patches hidden.
 
     forward(x): x (B, C, H, W) -> (B, 3, C*H*W): the reconstruction, the image, and the mask (1
@@ -84,15 +95,9 @@ class MaskedReconstruction(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, cfg: PretrainConfig, input_shape: tuple[int, ...]):
-        super().__init__()
-        self.backbone = backbone.requires_grad_(True)
-        getattr(backbone, head_name(backbone)).requires_grad_(False)
-        width = feature_width(backbone)
-        self.decoder = nn.Sequential(nn.Linear(width, 512), nn.ReLU(), nn.Linear(512, math.prod(input_shape)))
+        super().__init__(backbone)
+        self.decoder = nn.Sequential(nn.Linear(self.width, 512), nn.ReLU(), nn.Linear(512, math.prod(input_shape)))
         self.patch, self.ratio = cfg.patch, cfg.mask_ratio
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return features(self.backbone, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -121,18 +126,14 @@ def pretrain(config: Config | dict | str | Path | None = None, *, out: Optional[
     then starts a `train` run from its encoder. data.labelled is ignored: every training image is used.
     """
     if resume is not None:
-        run = RunDir(Path(resume))
-        if not run.config.is_file():
-            raise ConfigError(f"'{resume}' is not a run directory: it has no config.yaml. "
-                              "Give the folder a previous `trainlab pretrain` wrote.")
-        cfg = load_config(run.config)
+        cfg = read_run_config(RunDir(Path(resume)))  # the model is built before train() opens the run
     else:
         cfg = prepare_config(config)
         cfg = apply_smoke(cfg) if smoke else cfg
         if cfg.pretrain.objective == "contrastive":
             # NT-Xent's value depends on the negatives a batch holds: evaluation passes take batches
             # of train.batch_size too, so val.loss compares with train.loss (config.yaml records it).
-            cfg = build_config({**cfg.to_dict(), "eval": {**cfg.eval.model_dump(), "batch_size": cfg.train.batch_size}})
+            cfg = derive(cfg, {"eval.batch_size": cfg.train.batch_size})
     if cfg.model.init_from and resume is None:  # a train run given to --resume: train() names it
         raise ConfigError("model.init_from starts a `trainlab train` run from a pre-trained encoder; "
                           "`trainlab pretrain` begins from the seed's initialisation. Remove model.init_from.")
@@ -144,9 +145,7 @@ def pretrain(config: Config | dict | str | Path | None = None, *, out: Optional[
 def pretraining_parts(cfg: Config, data_dir: Optional[str] = None) -> tuple[data.Splits, nn.Module, Callable]:
     """What pre-training hands train(): every training image (data.labelled ignored) under the
     self-supervised task, the encoder from the seed inside its objective's module, and the loss."""
-    raw = cfg.to_dict()
-    raw["data"]["labelled"] = None  # pre-training sees every training image
-    splits = data.load(build_config(raw), data_dir)
+    splits = data.load(derive(cfg, {"data.labelled": None}), data_dir)  # pre-training sees every training image
     if not splits.is_image:
         raise ConfigError(f"data.name={cfg.data.name}: `trainlab pretrain` pre-trains image encoders; "
                           "choose an image set (fashion-mnist, cifar10, imagefolder, ...).")
@@ -202,7 +201,7 @@ def load_encoder(model: nn.Module, run_dir: str, freeze: bool = False) -> None:
                           "`trainlab pretrain` run that finished an evaluation.")
     saved = checkpoint.load(path)["model"]
     head = head_name(model, "model.init_from")
-    prefix = "backbone."
+    prefix = checkpoint.ENCODER_PREFIX
     encoder = {k[len(prefix):]: v for k, v in saved.items()
                if k.startswith(prefix) and not k.startswith(f"{prefix}{head}.")}
     if not encoder:
