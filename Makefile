@@ -1,4 +1,4 @@
-# Set-up is idempotent: `make demo` and `make test` both call `make setup` first.
+# Set-up is idempotent: `make test` calls `make setup` (the test extra) first; `make demo` installs only trainlab.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,10 +9,15 @@ CHROMIUM := /usr/bin/chromium
 
 setup: $(VENV)/.installed data browser
 
-# torch is pinned and installed first: an unpinned torch pulls a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+# torch is pinned and installed first: an unpinned torch pulls a multi-GB CUDA build. .base is what
+# `make demo` needs (trainlab itself); .installed adds the test extra (TensorFlow among it, ~1 min).
+$(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.base
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -28,7 +33,7 @@ browser:
 	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)); fi
 	@test -x $(CHROMIUM) || echo "note: $(CHROMIUM) missing (run make setup as root to install Debian's chromium); the report's browser test will fail."
 
-demo: setup
+demo: $(VENV)/.base data
 	$(BIN)/trainlab train -c examples/seed_mlp.yaml
 
 test: setup

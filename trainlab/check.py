@@ -64,8 +64,9 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
         setup = build_setup(cfg, None, data_dir, splits, model, loss_fn, None)
         tokens = splits.task == "language_model"
         loss = {"contrastive": "nt_xent", "masked": "masked_mse"}[cfg.pretrain.objective] if pretrain else setup.loss_name
-        summary = {"name": cfg.model.name, "loss": loss, "params": count_parameters(setup.model),
-                   **summarize(setup.model, splits.input_shape, torch.long if tokens else setup.dtype)}
+        shown = setup.model.torch_twin() if cfg.train.backend == "keras" else setup.model  # the same layers
+        summary = {"name": cfg.model.name, "loss": loss, "params": count_parameters(shown),
+                   **summarize(shown, splits.input_shape, torch.long if tokens else setup.dtype)}
 
         timing = _time_steps(setup, steps, warnings)
     finally:

@@ -382,14 +382,16 @@ def _run_check(args) -> dict:
 
 
 def _add_export(sub) -> None:
-    x = sub.add_parser("export", help="write a trained run's model as ONNX, torch.export or TorchScript, verified",
-                       description="Write the run's best checkpoint (as predict uses) as one file with the input "
-                       "normalisation inside: it takes raw pixels (uint8 0-255), raw table feature values or token "
-                       "ids. The file is loaded back (onnxruntime, torch.export.load, torch.jit.load) and compared "
-                       "with the trained model on up to --check test examples before it is written.")
+    x = sub.add_parser("export", help="write a trained run's model as ONNX, torch.export, TorchScript or a "
+                       "TensorFlow SavedModel, verified",
+                       description="Write the run's best checkpoint (as predict uses) as one file (a SavedModel: one "
+                       "folder) with the input normalisation inside: it takes raw pixels (uint8 0-255), raw table "
+                       "feature values or token ids. The file is loaded back (onnxruntime, torch.export.load, "
+                       "torch.jit.load, tf.saved_model.load) and compared with the trained model on up to --check "
+                       "test examples before it is written. Runs of either train.backend export every format.")
     x.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
-    x.add_argument("--format", default="onnx", help="onnx (default), pt2 (torch.export) or torchscript; "
-                   "saved_model is the keras backend's")
+    x.add_argument("--format", default="onnx", help="onnx (default), pt2 (torch.export), torchscript, or "
+                   "saved_model (TensorFlow; model.name mlp or cnn)")
     x.add_argument("--out", metavar="FILE", help="file to write (default RUN_DIR/export/model.<format's suffix>)")
     x.add_argument("--check", type=int, default=1000, metavar="N",
                    help="test examples the file is compared on (default 1000)")

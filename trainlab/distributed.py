@@ -7,6 +7,7 @@ the group: slice a global batch, sum running totals, agree on a stop, send rank 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -130,8 +131,17 @@ def start() -> World:
 
 
 def stop(world: World) -> None:
-    """Leave the process group at the end of a run (torchrun's workers then exit cleanly)."""
+    """Leave the process group at the end of a run (torchrun's workers then exit cleanly).
+
+    Once, in CI (2 cores, torch 2.13), rank 1 aborted at its exit ("terminate called without an
+    active exception", SIGABRT) while rank 0 was still writing summary.json: gloo's threads were
+    torn down on one rank while the other still held its connections. Hence a barrier first (every
+    rank leaves together) and a collection of what still refers to the group (DistributedDataParallel
+    holds it), so that the group's threads are joined here and not during interpreter shutdown.
+    """
     if world.distributed and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 

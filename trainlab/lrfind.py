@@ -38,7 +38,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import data, losses
+from . import data
 from .config import Config, save_config
 from .crossval import derive, output_dir, prepare, say
 from .errors import ConfigError
@@ -96,34 +96,22 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
     """
     check_range(min_lr, max_lr, steps)
     cfg = prepare(config)
-    from .data.loader import make_batches
-    from .models import build_model, check_output
-    from .train import autocast_for, make_penalty, resolve_device, train_step
+    from .train import build_setup
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device, dtype = resolve_device(cfg.train.device), getattr(torch, cfg.train.dtype)
     splits = data.load(cfg, data_dir)
     path = output_dir(out, f"{cfg.name}-lr-find")
     save_config(cfg, path / "config.yaml")
 
-    # The model, loss, penalty and batches exactly as train() builds them; only the lr differs.
-    torch.manual_seed(cfg.train.seed)
-    loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
-    n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
-    model = build_model(cfg.model, splits.input_shape, n_out)
-    if splits.task != "language_model":  # token ids in, (B, T, V) out: a GPT checks its own sizes
-        check_output(model, splits.input_shape, n_out)
-    model = model.to(device=device, dtype=dtype).train()
-    loss_fn = losses.build_loss(cfg, splits.task, splits.num_classes)
-    penalty = make_penalty(cfg, model)
-    batch_size = len(splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size
-    batches = make_batches(splits, "train", batch_size, device, dtype, cfg, train=True)
-    optimizer = _build_optimizer(cfg, model, min_lr)
+    # The model, loss, penalty, batches and optimiser exactly as train() builds them (on either
+    # train.backend); only the lr differs: min_lr, raised by gamma after every step.
+    constant = derive(cfg, {"optim.lr": min_lr, "schedule.name": "constant", "schedule.warmup_epochs": 0.0,
+                            "schedule.warmup_steps": None})
+    s = build_setup(constant, None, data_dir, splits, None, None, None)
+    s.model.train()
+    optimizer, batches = s.optimizer, s.train_batches
     # lr of step t (0-based) = min_lr · gamma^t: min_lr at the first step, max_lr at the last.
     gamma = (max_lr / min_lr) ** (1 / (steps - 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    autocast = autocast_for(cfg, device)
 
     lrs, raw, smoothed = [], [], []
     avg, best, stopped = 0.0, math.inf, "steps"
@@ -131,8 +119,9 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
     stream = (b for epoch in itertools.count(1) for b in batches.epoch(cfg.train.seed, epoch))
     for t, batch in zip(range(steps), stream):
         lr = optimizer.param_groups[0]["lr"]
-        with autocast:
-            loss, _ = train_step(model, batch, loss_fn, optimizer, penalty, cfg.train.clip_grad_norm)
+        with s.autocast:
+            loss, _ = s.step_fn(s.step_model, batch, s.loss_fn, optimizer, s.penalty, cfg.train.clip_grad_norm,
+                                **s.step_kwargs)
         value = float(loss)  # one host sync per step: a few hundred steps
         lrs.append(lr)
         raw.append(value)
@@ -163,7 +152,7 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
                 f"{SKIP_START:.0%} of the steps and the lowest point; safe_lr: the lr at the lowest smoothed "
                 "loss / 10",
         "stopped_because": stopped, "steps_run": len(lrs), "steps": steps, "min_lr": min_lr, "max_lr": max_lr,
-        "beta": BETA, "diverge_factor": DIVERGE_FACTOR, "optimizer": cfg.optim.name, "batch_size": batch_size,
+        "beta": BETA, "diverge_factor": DIVERGE_FACTOR, "optimizer": cfg.optim.name, "batch_size": batches.batch_size,
         "seconds": seconds, "lr": lrs, "loss": raw, "smoothed_loss": smoothed,
     }
     fig = plot_lr_find(lr_arr, np.asarray(raw, float), sm_arr, picks)
@@ -175,11 +164,6 @@ def lr_find(config: Config | dict | str | Path, min_lr: float = 1e-7, max_lr: fl
     say(f"lr-find: {len(lrs)} steps ({stopped}) in {seconds:.1f}s; suggested lr {found['suggested_lr']:.3g} "
         f"(steepest descent), safe lr {found['safe_lr']:.3g} (minimum / 10)")
     return found
-
-
-def _build_optimizer(cfg: Config, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    from .optim import build_optimizer, parameter_groups
-    return build_optimizer(derive(cfg, {"optim.lr": lr}), parameter_groups(cfg, model))  # a gpt's decay groups too
 
 
 def format_lr_find(found: dict) -> str:

@@ -132,6 +132,7 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
                 if world.is_writer:
                     run.write_metrics(history)
                     checkpoint.save(run.last, shot)
+                    save_native(s, run.last)
                 console.end_epoch(row)
                 if logger is not None:
                     logger(row["epoch"], row)
@@ -143,6 +144,7 @@ def train(config: Config | dict | str | Path, *, out: Optional[str | Path] = Non
             logger.close()
     final = final_metrics(s)
     summary = write_summary(run, cfg, history, state, time.perf_counter() - run_start, final, world)
+    s.step_model = None  # DistributedDataParallel's hold on the process group, released before stop()
     distributed.stop(world)
     return Result(run_dir=run.path, summary=summary, history=history, model=s.model)
 
@@ -200,7 +202,8 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = world.device(resolve_device(cfg.train.device))
+    # The keras backend feeds TensorFlow's CPU build from host tensors (train.device=cuda is refused).
+    device = torch.device("cpu") if cfg.train.backend == "keras" else world.device(resolve_device(cfg.train.device))
     dtype = getattr(torch, cfg.train.dtype)
     torch.manual_seed(cfg.train.seed)
     if splits is None:
@@ -216,6 +219,11 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
         atomic_write_text(run.tokenizer, splits.extra["tokenizer"].to_json())
     loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
+    keras = cfg.train.backend == "keras"
+    if keras:
+        from . import keras_backend
+        keras_backend.check(cfg, world.distributed, custom=any(a is not None for a in (model, loss_fn, step_fn)))
+        keras_backend.set_threads(cfg.train.threads)
     if model is None:
         from .models import build_model, check_output
         memory.check(cfg, splits, n_out, device, world)  # too large for the device: ConfigError before allocating
@@ -226,6 +234,8 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
             from .pretrain import load_encoder
             load_encoder(model, cfg.model.init_from, freeze=cfg.model.freeze)
     model = place_model(model, device, dtype)
+    if keras:  # the same network in Keras, from the weights torch drew at this seed
+        model = keras_backend.build_network(cfg, model, splits.input_shape, loss_name, splits.task)
     sharded = world.distributed and cfg.train.strategy == "fsdp"
     if sharded:
         if cfg.model.name != "gpt":
@@ -236,7 +246,10 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
     batch_size = len(splits.train) if cfg.optim.name == "gd" else cfg.train.batch_size * cfg.train.accumulate
     train_batches = make_batches(splits, "train", batch_size, device, dtype, cfg, train=True)
     val_batches = make_batches(splits, "val", cfg.eval.batch_size, device, dtype, cfg)
-    optimizer = build_optimizer(cfg, parameter_groups(cfg, model))
+    if keras:
+        optimizer, step_fn = keras_backend.build_optimizer(cfg, model), keras_backend.train_step
+    else:
+        optimizer = build_optimizer(cfg, parameter_groups(cfg, model))
     scheduler = build_scheduler(cfg, optimizer, len(train_batches))
     forward_model = torch.compile(model) if cfg.train.compile else model
     step_model = forward_model
@@ -246,7 +259,9 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
     return Setup(cfg=cfg, run=run, device=device, dtype=dtype, splits=splits, model=model,
                  forward_model=forward_model, step_model=step_model, world=world,
                  loss_fn=loss_fn or losses.build_loss(cfg, splits.task, splits.num_classes), loss_name=loss_name,
-                 step_fn=step_fn or train_step, penalty=make_penalty(cfg, model), autocast=autocast_for(cfg, device),
+                 step_fn=step_fn or train_step,
+                 penalty=None if keras else make_penalty(cfg, model),  # keras: the layers' regularizers
+                 autocast=autocast_for(cfg, device),
                  train_batches=train_batches, val_batches=val_batches, optimizer=optimizer, scheduler=scheduler,
                  plateau=isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
                  y_std=splits.extra.get("target_std", 1.0),
@@ -312,6 +327,9 @@ def _seed_other_ranks(s: Setup, global_step: int) -> None:
 def describe(s: Setup) -> str:
     """The line a run starts with: what it trains on, how many steps, where."""
     where = f"cpu, {torch.get_num_threads()} threads" if s.device.type == "cpu" else str(s.device)
+    if s.cfg.train.backend == "keras":
+        from .keras_backend import versions
+        where = f"cpu, {versions()}"
     if s.world.distributed:
         where += f", {s.world.size} processes"
     if s.splits.task == "language_model":
@@ -407,6 +425,12 @@ def snapshot(s: Setup, state: RunState, totals: Optional[dict] = None, epoch_sec
     }
 
 
+def save_native(s: Setup, checkpoint_path: Path) -> None:
+    """A keras run also keeps each checkpoint's weights in Keras' own format (best.keras beside best.pt)."""
+    if s.cfg.train.backend == "keras":
+        s.model.save_native(checkpoint_path.with_suffix(".keras"))
+
+
 def diverged(s: Setup, state: RunState, history: list[dict], first_bad: tuple[int, float],
              seconds: float) -> DivergedError:
     """Record the divergence in summary.json; the error names the step and what to try."""
@@ -462,6 +486,7 @@ def judge_epoch(s: Setup, state: RunState, row: dict) -> None:
             checkpoint.save(s.run.best, {"model": weights, "epoch": state.epoch,
                                          "monitor": cfg.train.monitor, "value": value,
                                          "config": cfg.to_dict(), "code_version": code_version()})
+            save_native(s, s.run.best)
     else:
         state.bad_epochs += 1
     if s.plateau:

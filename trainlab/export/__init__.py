@@ -7,29 +7,25 @@ model. The file is written (atomically) only after it passed.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError, DataError
 
-# What each training backend can write; a format of another backend is named in the error.
-BACKEND_FORMATS = {"torch": ("onnx", "pt2", "torchscript"), "keras": ("onnx", "saved_model")}
-SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}  # the default file's ending
+# The formats and their default file's ending (saved_model: a folder). A run of either backend
+# exports every format: a keras run's checkpoint holds the torch model's weights (torch's exporters
+# read it), and saved_model rebuilds the network in Keras from either backend's checkpoint.
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt", "saved_model": ".saved_model"}
+ENGINES = {"onnx": "onnxruntime", "pt2": "torch.export.load", "torchscript": "torch.jit.load",
+           "saved_model": "tf.saved_model.load"}
 CHECK_EXAMPLES = 1000
 
 
-def check_format(fmt: str, backend: Optional[str] = None) -> None:
-    known = sorted({f for fs in BACKEND_FORMATS.values() for f in fs})
-    if fmt not in known:
-        raise ConfigError(f"Unknown export format '{fmt}'. Formats: {', '.join(known)} "
-                          f"(torch runs: {', '.join(BACKEND_FORMATS['torch'])}).")
-    if backend is not None and fmt not in BACKEND_FORMATS[backend]:
-        others = [b for b, fs in BACKEND_FORMATS.items() if fmt in fs]
-        raise ConfigError(f"--format {fmt} is a {'/'.join(others)}-backend format; this run trained with the "
-                          f"{backend} backend (train.backend={backend}), which exports "
-                          f"{', '.join(BACKEND_FORMATS[backend])}. Use --format onnx, or train with "
-                          f"train.backend={others[0]}.")
+def check_format(fmt: str) -> None:
+    if fmt not in SUFFIXES:
+        raise ConfigError(f"Unknown export format '{fmt}'. Formats: {', '.join(SUFFIXES)}.")
 
 
 def export(run_dir: str | Path, format: str = "onnx", out: Optional[str | Path] = None,
@@ -51,18 +47,16 @@ def export(run_dir: str | Path, format: str = "onnx", out: Optional[str | Path] 
 
     run = RunDir(Path(run_dir))
     cfg = read_run_config(run)
-    backend = getattr(cfg.train, "backend", "torch")
-    check_format(format, backend)
-    if backend != "torch":
-        raise ConfigError(f"Run '{run.path}' trained with train.backend={backend}: its export is that backend's "
-                          "and is not available in this version of trainlab.")
+    if format == "saved_model":
+        from .saved_model import check_model
+        check_model(cfg.model.name)
     if format == "torchscript" and cfg.model.name == "gpt":
         raise ConfigError("--format torchscript cannot trace model.name=gpt (its attention chooses the causal "
                           "mask from the input's length, which tracing turns into a tensor). Use --format onnx "
                           "or --format pt2.")
     name = f"model{SUFFIXES[format]}"
     target = Path(out) if out is not None else run.path / "export" / name
-    if target.is_dir():
+    if target.is_dir() and format != "saved_model":
         raise ConfigError(f"--out '{target}' is a folder; give a file name, e.g. {target / name}.")
 
     from . import formats, graph, verify
@@ -82,19 +76,33 @@ def export(run_dir: str | Path, format: str = "onnx", out: Optional[str | Path] 
                 "classes": list(trained.splits.classes) if trained.splits.task == "classification" else None}
     # Batch 2, so the batch size is not specialised to 1; a copy, since pt2 saves its example's storage.
     example = (x[:2] if len(x) >= 2 else x[:1].repeat(2, *[1] * (x.dim() - 1))).clone()
-    data = formats.serialise(format, module, example, (spec_in["name"], spec_out["name"]), metadata)
-    found = verify.compare(trained, module, formats.load(format, data), x)
-    engine = {"onnx": "onnxruntime", "pt2": "torch.export.load", "torchscript": "torch.jit.load"}[format]
+    if format == "saved_model":  # a folder, staged in a temporary place until it passed
+        from . import saved_model
+        data = saved_model.write(module, cfg, tuple(trained.splits.input_shape), graph.raw_dtype(trained),
+                                 (spec_in["name"], spec_out["name"]), json.dumps(metadata))
+        runner = saved_model.load(data)
+    else:
+        data = formats.serialise(format, module, example, (spec_in["name"], spec_out["name"]), metadata)
+        runner = formats.load(format, data)
+    found = verify.compare(trained, module, runner, x)
+    engine = ENGINES[format]
     compared = "next-token probability" if trained.splits.task == "language_model" else \
         "value" if trained.splits.task == "regression" else "probability"
     if not found["difference"] <= found["bound"]:
+        if format == "saved_model":
+            saved_model.discard(data)
         raise verify.ExportMismatch(
             f"The {format} export of '{run.path}' disagrees with the trained model: largest {compared} difference "
             f"{found['difference']:.3g} on {len(x)} {split} examples ({engine}), above the float32 bound "
             f"{found['bound']:.3g}. Nothing was written. Try another --format; a custom model must not branch "
             "on its input's values or batch size.")
-    atomic_write_bytes(target, data)
-    return {"run_dir": str(run.path), "format": format, "file": str(target), "bytes": len(data),
+    if format == "saved_model":
+        size = saved_model.size(data)
+        saved_model.put(data, target)
+    else:
+        size = len(data)
+        atomic_write_bytes(target, data)
+    return {"run_dir": str(run.path), "format": format, "file": str(target), "bytes": size,
             "checkpoint": trained.checkpoint, "input": spec_in, "output": spec_out,
             "classes": metadata["classes"], "checked": {"examples": len(x), "split": split, "engine": engine,
                                                         "compared": compared},

@@ -17,8 +17,9 @@ PER_MEMBER_KEYS = (
 
 
 def packable(cfg: Config) -> bool:
-    """Whether `cfg` can be trained in a pack: a plain MLP (no batch norm), not compiled."""
-    return cfg.model.name == "mlp" and not cfg.model.batch_norm and not cfg.train.compile
+    """Whether `cfg` can be trained in a pack: a plain torch MLP (no batch norm), not compiled."""
+    return (cfg.model.name == "mlp" and not cfg.model.batch_norm and not cfg.train.compile
+            and cfg.train.backend == "torch")
 
 
 def pack_key(cfg: Config) -> Optional[str]:
