@@ -229,7 +229,7 @@ def test_language_model_exports_token_ids_to_logits(gpt, tmp_path, capsys, one_t
     # Tracing cannot follow the attention's mask choice: refused, naming the formats that work.
     _fails(["export", str(gpt), "--format", "torchscript"], capsys, 2, "model.name=gpt", "--format onnx or --format pt2")
     # A SavedModel rebuilds the network in Keras, which has no transformer twin in trainlab.
-    _fails(["export", str(gpt), "--format", "saved_model"], capsys, 2, "model.name=gpt", "mlp and cnn", "--format onnx")
+    _fails(["export", str(gpt), "--format", "saved_model"], capsys, 2, "model.name=gpt", "mlp, cnn, resnet", "--format onnx")
 
 
 class BatchBranch(nn.Module):

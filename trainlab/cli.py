@@ -391,7 +391,7 @@ def _add_export(sub) -> None:
                        "test examples before it is written. Runs of either train.backend export every format.")
     x.add_argument("run_dir", metavar="RUN_DIR", help="a folder `trainlab train` wrote")
     x.add_argument("--format", default="onnx", help="onnx (default), pt2 (torch.export), torchscript, or "
-                   "saved_model (TensorFlow; model.name mlp or cnn)")
+                   "saved_model (TensorFlow; model.name mlp, cnn or resnet)")
     x.add_argument("--out", metavar="FILE", help="file to write (default RUN_DIR/export/model.<format's suffix>)")
     x.add_argument("--check", type=int, default=1000, metavar="N",
                    help="test examples the file is compared on (default 1000)")

@@ -296,7 +296,7 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0, description="seed of initialisation, dropout, the per-epoch shuffling and augmentation")
     backend: Literal["torch", "keras"] = Field("torch", description=
         "the framework that computes each step: `torch`, or `keras` (Keras 3 on TensorFlow, `pip install "
-        "'trainlab[keras]'`; model.name mlp or cnn): the same network from the same initial weights, batches, "
+        "'trainlab[keras]'`; model.name mlp, cnn or resnet): the same network from the same initial weights, batches, "
         "loss, optimiser and schedule, in the same loop and run directory (docs/keras.md)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` = cuda when available, else cpu")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of the parameters and batches")

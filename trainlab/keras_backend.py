@@ -36,7 +36,7 @@ from .errors import ConfigError
 from .models import ACTIVATION_LAYERS
 from .runs import atomic_write_bytes
 
-MODELS = ("mlp", "cnn")  # nn.Sequential models whose every layer has a Keras twin below
+MODELS = ("mlp", "cnn", "resnet")  # the built-in models whose every layer has a Keras twin below
 
 
 def import_keras():
@@ -195,67 +195,24 @@ def _from_torch(tensor: torch.Tensor, keras_shape: tuple[int, ...], dtype) -> np
     return np.ascontiguousarray(value).reshape(keras_shape).astype(dtype)
 
 
-def build_network(cfg: Config, twin: nn.Sequential, input_shape: tuple[int, ...], loss_name: str,
+def build_network(cfg: Config, twin: nn.Module, input_shape: tuple[int, ...], loss_name: str,
                   task: str) -> KerasNetwork:
-    """The Keras twin of `twin` (models.build_model's nn.Sequential), holding twin's weights.
+    """The Keras twin of `twin` (what models.build_model made: mlp, cnn, resnet), holding twin's weights.
 
     Images stay (N, C, H, W) at the input, as trainlab's batches are; the convolutions run
     channels-last (TensorFlow's CPU kernels' layout) between a Permute in and a Permute back before
     Flatten, so the flattened features, and with them the first Dense kernel, are in torch's order.
     """
     keras = import_keras()
-    L = keras.layers
-    dtype = cfg.train.dtype
     # Keras makes the optimiser's lr variable and its Python-float hyper-parameters (momentum, betas)
     # tensors of floatx: left at float32 they round a float64 run's lr and momentum to float32 (0.9
     # becomes 0.9 - 2.4e-8, enough to move one epoch's weights 4e-8 from torch's float64 run).
-    keras.config.set_floatx(dtype)
-    regularizer = None
-    if cfg.regularize.l1 or cfg.regularize.l2:
-        # trainlab's penalty is l1*sum|w| + l2/2*sum w^2 (train.make_penalty); Keras' L1L2 is l1*sum|w| + l2*sum w^2.
-        regularizer = keras.regularizers.L1L2(l1=cfg.regularize.l1, l2=cfg.regularize.l2 / 2)
-    layers, links, sources, channels_last = [], [], [], False
-    for index, module in enumerate(twin):
-        made: list = []
-        if isinstance(module, nn.Flatten):
-            if channels_last:
-                made.append(L.Permute((3, 1, 2), dtype=dtype))  # (H, W, C) -> (C, H, W)
-                channels_last = False
-            made.append(L.Flatten(dtype=dtype))
-        elif isinstance(module, nn.Linear):
-            made.append(L.Dense(module.out_features, kernel_regularizer=regularizer, dtype=dtype))
-            sources.append((made[-1], index, ("weight", "bias")))
-        elif isinstance(module, nn.Conv2d):
-            if not channels_last:
-                made.append(L.Permute((2, 3, 1), dtype=dtype))  # (C, H, W) -> (H, W, C)
-                channels_last = True
-            if module.padding != (0, 0):
-                made.append(L.ZeroPadding2D(module.padding, dtype=dtype))
-            made.append(L.Conv2D(module.out_channels, module.kernel_size, strides=module.stride,
-                                 kernel_regularizer=regularizer, dtype=dtype))
-            sources.append((made[-1], index, ("weight", "bias")))
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            # torch's momentum 0.1 is Keras' 0.9 (the weight of the old running value); Keras' default
-            # epsilon is 1e-3. torch keeps the unbiased batch variance in running_var, Keras the biased one.
-            made.append(L.BatchNormalization(axis=-1, momentum=1 - module.momentum, epsilon=module.eps, dtype=dtype))
-            sources.append((made[-1], index, ("weight", "bias", "running_mean", "running_var")))
-        elif isinstance(module, nn.MaxPool2d):
-            made.append(L.MaxPooling2D(module.kernel_size, dtype=dtype))
-        elif isinstance(module, nn.Dropout):
-            made.append(L.Dropout(module.p, seed=cfg.train.seed * 1000 + index, dtype=dtype))
-        elif isinstance(module, nn.LeakyReLU):
-            made.append(L.LeakyReLU(negative_slope=module.negative_slope, dtype=dtype))  # Keras' default is 0.2
-        elif type(module) in _ACTIVATIONS:
-            made.append(L.Activation(_ACTIVATIONS[type(module)], dtype=dtype))
-        else:
-            raise ConfigError(f"model.name={cfg.model.name}: the layer {type(module).__name__} has no Keras twin in "
-                              "trainlab; use train.backend=torch.")
-        layers.extend(made)
-    model = keras.Sequential([keras.Input(shape=input_shape, dtype=dtype), *layers])
+    keras.config.set_floatx(cfg.train.dtype)
+    inputs = keras.Input(shape=input_shape, dtype=cfg.train.dtype)
+    builder = _Twin(cfg, keras)
+    model = keras.Model(inputs, builder.call(twin, "", inputs))
     twin_state = twin.state_dict()
-    for layer, index, names in sources:
-        for variable, name in zip(_layer_variables(layer), names):
-            links.append((f"{index}.{name}", variable, tuple(twin_state[f"{index}.{name}"].shape)))
+    links = [(name, variable, tuple(twin_state[name].shape)) for name, variable in builder.links]
     for name, tensor in twin_state.items():
         if name.endswith("num_batches_tracked"):  # a counter torch keeps and Keras does not: saved as 0
             links.append((name, _Zero(), ()))
@@ -263,6 +220,84 @@ def build_network(cfg: Config, twin: nn.Sequential, input_shape: tuple[int, ...]
                                           for g in getattr(layer, "_seed_generators", [])], loss_name, task, twin)
     network.load_state_dict(twin_state)
     return network
+
+
+class _Twin:
+    """Calls the Keras layer of each torch module on a Keras tensor (the functional API), in the
+    torch model's own order; `links` collects (torch state_dict name, Keras variable)."""
+
+    def __init__(self, cfg: Config, keras):
+        self.cfg, self.L, self.dtype = cfg, keras.layers, cfg.train.dtype
+        self.links: list[tuple[str, Any]] = []
+        self.channels_last, self.dropouts = False, 0
+        self.regularizer = None
+        if cfg.regularize.l1 or cfg.regularize.l2:
+            # trainlab's penalty is l1*sum|w| + l2/2*sum w^2 (train.make_penalty); Keras' L1L2 is l1*sum|w| + l2*sum w^2.
+            self.regularizer = keras.regularizers.L1L2(l1=cfg.regularize.l1, l2=cfg.regularize.l2 / 2)
+
+    def call(self, module: nn.Module, name: str, x):
+        from .models import BasicBlock, ResNet
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Sequential):
+            for index, child in enumerate(module):
+                x = self.call(child, f"{prefix}{index}", x)
+            return x
+        if isinstance(module, ResNet):
+            for part in ("stem", "stages", "pool", "dropout", "fc"):
+                x = self.call(getattr(module, part), f"{prefix}{part}", x)
+            return x
+        if isinstance(module, BasicBlock):  # act(bn2(conv2(act(bn1(conv1(x))))) + shortcut(x))
+            out = x
+            for part in ("conv1", "bn1", "act", "conv2", "bn2"):
+                out = self.call(getattr(module, part), f"{prefix}{part}", out)
+            added = self.L.Add(dtype=self.dtype)([out, self.call(module.shortcut, f"{prefix}shortcut", x)])
+            return self.call(module.act, f"{prefix}act", added)
+        if isinstance(module, nn.Identity):
+            return x
+        return self._leaf(module, name, x)
+
+    def _leaf(self, module: nn.Module, name: str, x):
+        L, dtype = self.L, self.dtype
+        if isinstance(module, nn.Flatten):
+            if self.channels_last:
+                x = L.Permute((3, 1, 2), dtype=dtype)(x)  # (H, W, C) -> (C, H, W)
+                self.channels_last = False
+            return L.Flatten(dtype=dtype)(x)
+        if isinstance(module, nn.Linear):
+            return self._linked(L.Dense(module.out_features, kernel_regularizer=self.regularizer, dtype=dtype),
+                                name, ("weight", "bias"), x)
+        if isinstance(module, nn.Conv2d):
+            if not self.channels_last:
+                x = L.Permute((2, 3, 1), dtype=dtype)(x)  # (C, H, W) -> (H, W, C)
+                self.channels_last = True
+            if module.padding != (0, 0):  # torch pads both sides, then strides from the top left
+                x = L.ZeroPadding2D(module.padding, dtype=dtype)(x)
+            conv = L.Conv2D(module.out_channels, module.kernel_size, strides=module.stride,
+                            use_bias=module.bias is not None, kernel_regularizer=self.regularizer, dtype=dtype)
+            return self._linked(conv, name, ("weight", "bias") if module.bias is not None else ("weight",), x)
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            # torch's momentum 0.1 is Keras' 0.9 (the weight of the old running value); Keras' default
+            # epsilon is 1e-3. torch keeps the unbiased batch variance in running_var, Keras the biased one.
+            norm = L.BatchNormalization(axis=-1, momentum=1 - module.momentum, epsilon=module.eps, dtype=dtype)
+            return self._linked(norm, name, ("weight", "bias", "running_mean", "running_var"), x)
+        if isinstance(module, nn.MaxPool2d):
+            return L.MaxPooling2D(module.kernel_size, dtype=dtype)(x)
+        if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
+            return L.GlobalAveragePooling2D(keepdims=True, dtype=dtype)(x)  # (H, W, C) -> (1, 1, C)
+        if isinstance(module, nn.Dropout):
+            self.dropouts += 1
+            return L.Dropout(module.p, seed=self.cfg.train.seed * 1000 + self.dropouts, dtype=dtype)(x)
+        if isinstance(module, nn.LeakyReLU):
+            return L.LeakyReLU(negative_slope=module.negative_slope, dtype=dtype)(x)  # Keras' default is 0.2
+        if type(module) in _ACTIVATIONS:
+            return L.Activation(_ACTIVATIONS[type(module)], dtype=dtype)(x)
+        raise ConfigError(f"model.name={self.cfg.model.name}: the layer {name} ({type(module).__name__}) has no "
+                          "Keras twin in trainlab; use train.backend=torch.")
+
+    def _linked(self, layer, name: str, tensors: tuple[str, ...], x):
+        out = layer(x)  # builds the layer's variables
+        self.links += [(f"{name}.{t}", v) for t, v in zip(tensors, _layer_variables(layer))]
+        return out
 
 
 def _layer_variables(layer) -> list:

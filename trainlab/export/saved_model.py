@@ -1,7 +1,7 @@
 """--format saved_model: the exported computation (graph.Exportable) rebuilt in TensorFlow, as a SavedModel folder.
 
 The network is the run's Keras twin (keras_backend.build_network, holding the checkpoint's
-weights; mlp and cnn have one, for runs of either backend); the normalisation in front and the
+weights; mlp, cnn and resnet have one, for runs of either backend); the normalisation in front and the
 probabilities behind repeat Exportable's arithmetic with its very constants. The folder holds one
 signature, `serving_default`: raw inputs in (graph.input_spec), what predict gives out. A consumer
 loads it with tf.saved_model.load(folder) (or TensorFlow Serving) without trainlab or Keras.
@@ -26,7 +26,7 @@ def check_model(model_name: str) -> None:
     from ..keras_backend import MODELS
     if model_name not in MODELS:
         raise ConfigError(f"--format saved_model rebuilds the network in Keras, which trainlab can do for model.name "
-                          f"{' and '.join(MODELS)}, not model.name={model_name}. Use --format onnx (TensorFlow "
+                          f"{', '.join(MODELS)}, not model.name={model_name}. Use --format onnx (TensorFlow "
                           "reads ONNX through onnx-tf), pt2 or torchscript.")
 
 
