@@ -97,24 +97,30 @@ def test_ten_epochs_reach_torch_s_test_accuracy(seed_runs):
     assert len(rows[0]) == len(rows[1]) == 10 and [set(r) for r in rows[0]] == [set(r) for r in rows[1]]
 
 
+def _float64_gap(tmp_path, overrides: list[str]) -> tuple[float, float]:
+    """(max |w_keras - w_torch| of the trainable weights after a float64 run of the seed config with
+    `overrides`, the float64 rounding bound of that trajectory). The running variances are left out:
+    torch keeps the unbiased batch variance, Keras the biased one (training uses neither)."""
+    weights = {}
+    for backend, dtype in (("torch", "float32"), ("torch", "float64"), ("keras", "float64")):
+        cfg = load_config(SEED_MLP, [*overrides, "train.progress=none", "train.final=last",
+                                     f"train.backend={backend}", f"train.dtype={dtype}"])
+        weights[backend, dtype] = _weights(train(cfg, out=tmp_path / f"{backend}-{dtype}").model.state_dict())
+    stats = ("running_var", "running_mean", "num_batches_tracked")
+    bound = _rounding_bound(_distance(weights["torch", "float32"], weights["torch", "float64"], stats), U64)
+    return _distance(weights["keras", "float64"], weights["torch", "float64"], stats), bound
+
+
 def test_cnn_with_batch_norm_l2_and_a_schedule_is_torch_s_update(tmp_path, fashion_available_module):
     """LeNet with batch norm, L2 and a cosine schedule with warm-up, in float64 on 500 images: the
     trainable weights after an epoch (torch's lr schedule setting Keras' lr every step) agree to
     float64 rounding, bounded as above from this trajectory's float32 run. Plain SGD: with momentum,
     Keras' velocity carries past lrs (v = 0.9 v - lr g) where torch's carries past gradients, so the
-    two differ once the lr moves (docs/keras.md). The running variances are left out: torch keeps
-    the unbiased batch variance, Keras the biased one."""
-    base = ["data.limit=500", "eval.limit=200", "model.name=cnn", "model.batch_norm=true", "regularize.l2=0.001",
-            "optim.lr=0.03125", "optim.momentum=0", "schedule.name=cosine",
-            "schedule.warmup_epochs=0.5", "train.epochs=1", "train.progress=none", "train.final=last"]
-    weights = {}
-    for backend, dtype in (("torch", "float32"), ("torch", "float64"), ("keras", "float64")):
-        cfg = load_config(SEED_MLP, [*base, f"train.backend={backend}", f"train.dtype={dtype}"])
-        result = train(cfg, out=tmp_path / f"{backend}-{dtype}")
-        weights[backend, dtype] = {k: v.double() for k, v in result.model.state_dict().items()}
-    stats = ("running_var", "running_mean", "num_batches_tracked")
-    bound = _rounding_bound(_distance(weights["torch", "float32"], weights["torch", "float64"], stats), U64)
-    gap = _distance(weights["keras", "float64"], weights["torch", "float64"], stats)
+    two differ once the lr moves (docs/keras.md)."""
+    gap, bound = _float64_gap(tmp_path, [
+        "data.limit=500", "eval.limit=200", "model.name=cnn", "model.batch_norm=true", "regularize.l2=0.001",
+        "optim.lr=0.03125", "optim.momentum=0", "schedule.name=cosine", "schedule.warmup_epochs=0.5",
+        "train.epochs=1"])
     assert gap <= bound, (gap, bound)
 
 
@@ -122,16 +128,9 @@ def test_resnet_twin_is_torch_s_update(tmp_path, fashion_available_module):
     """A CIFAR ResNet (depth 8: a stem and one basic block per stage, two with a projection shortcut,
     stride-2 convolutions, global average pooling) on 300 Fashion-MNIST images, 1 epoch in float64:
     the trainable weights agree to float64 rounding, bounded from this trajectory's float32 run."""
-    base = ["data.limit=300", "eval.limit=100", "model.name=resnet", "model.depth=8", "model.width=8", "optim.momentum=0.9",
-            "optim.lr=0.05", "train.epochs=1", "train.progress=none", "train.final=last"]
-    weights = {}
-    for backend, dtype in (("torch", "float32"), ("torch", "float64"), ("keras", "float64")):
-        cfg = load_config(SEED_MLP, [*base, f"train.backend={backend}", f"train.dtype={dtype}"])
-        result = train(cfg, out=tmp_path / f"{backend}-{dtype}")
-        weights[backend, dtype] = {k: v.double() for k, v in result.model.state_dict().items()}
-    stats = ("running_var", "running_mean", "num_batches_tracked")
-    bound = _rounding_bound(_distance(weights["torch", "float32"], weights["torch", "float64"], stats), U64)
-    gap = _distance(weights["keras", "float64"], weights["torch", "float64"], stats)
+    gap, bound = _float64_gap(tmp_path, [
+        "data.limit=300", "eval.limit=100", "model.name=resnet", "model.depth=8", "model.width=8",
+        "optim.momentum=0.9", "optim.lr=0.05", "train.epochs=1"])
     assert gap <= bound, (gap, bound)
 
 
