@@ -114,7 +114,7 @@ def check(cfg: Config, distributed: bool, custom: bool) -> None:
 # ---------------------------------------------------------------- the network
 
 class KerasNetwork(nn.Module):
-    """A keras.Model built layer by layer from an nn.Sequential, with its weights (see the module's docstring).
+    """A keras.Model built layer by layer from the torch model, with its weights (see the module's docstring).
 
     `links`: (torch state_dict name, Keras variable, torch shape) for every tensor of the torch
     model; `seeds`: the dropout layers' SeedGenerator state variables (the RNG resume restores).
