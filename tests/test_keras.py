@@ -175,7 +175,7 @@ def test_interrupted_keras_run_resumes_to_the_same_numbers(tmp_path):
     np.testing.assert_allclose(native.predict(x, verbose=0), expected, atol=1e-4)
 
 
-def test_evaluate_and_predict_read_a_keras_run(tmp_path, capsys):
+def test_evaluate_and_report_read_a_keras_run(tmp_path, capsys):
     """A keras run's best.pt holds the weights in the torch model's names and layouts: evaluate
     scores it with the torch twin, matching the test metrics Keras computed within float32 rounding."""
     cfg = quick_config(train={"backend": "keras", "epochs": 2})

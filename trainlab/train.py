@@ -200,10 +200,15 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
     On several processes every rank builds the same model and batches (the same seeded order) and
     trains on its slice of each batch; a language model uses rank 0's tokenizer.
     """
+    keras = cfg.train.backend == "keras"
+    if keras:  # keys Keras cannot do are refused before any data is loaded
+        from . import keras_backend
+        keras_backend.check(cfg, world.distributed, custom=any(a is not None for a in (model, loss_fn, step_fn)))
+        keras_backend.set_threads(cfg.train.threads)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     # The keras backend feeds TensorFlow's CPU build from host tensors (train.device=cuda is refused).
-    device = torch.device("cpu") if cfg.train.backend == "keras" else world.device(resolve_device(cfg.train.device))
+    device = torch.device("cpu") if keras else world.device(resolve_device(cfg.train.device))
     dtype = getattr(torch, cfg.train.dtype)
     torch.manual_seed(cfg.train.seed)
     if splits is None:
@@ -219,11 +224,6 @@ def build_setup(cfg: Config, run: Optional[RunDir], data_dir: Optional[str], spl
         atomic_write_text(run.tokenizer, splits.extra["tokenizer"].to_json())
     loss_name = losses.resolve_name(cfg, splits.task, splits.num_classes)
     n_out = losses.num_outputs(loss_name, splits.task, splits.num_classes)
-    keras = cfg.train.backend == "keras"
-    if keras:
-        from . import keras_backend
-        keras_backend.check(cfg, world.distributed, custom=any(a is not None for a in (model, loss_fn, step_fn)))
-        keras_backend.set_threads(cfg.train.threads)
     if model is None:
         from .models import build_model, check_output
         memory.check(cfg, splits, n_out, device, world)  # too large for the device: ConfigError before allocating
