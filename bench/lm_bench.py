@@ -3,6 +3,8 @@
     python bench/lm_bench.py                      # examples/shakespeare_char.yaml, 300 timed steps, 3 repeats
     python bench/lm_bench.py --full               # also both for the recipe's 2,000 steps: full-val loss curves
     python bench/lm_bench.py --quick              # 20 steps, 1 repeat: checks the bench runs
+    python bench/lm_bench.py --variants           # also the plain loop compiled, in bf16, math attention,
+                                                  # in blocks of 25 steps taken in turn
 
 The yardstick is what a reader of nanoGPT writes: the same trainlab.gpt.GPT module built from the
 same seed, the token stream resident as one tensor, `torch.randint` windows, AdamW(fused) with the
@@ -12,12 +14,13 @@ the other, alternating over the repeats (ms per step: median of the per-step tim
 timed steps after 10 warm-up steps). --full trains both for the whole recipe and scores the whole
 val split every eval.every steps with the same windows (trainlab's own evaluation pass).
 
-Writes OUT/lm_bench.json and prints a table.
+Writes OUT/lm_bench.json (with --variants: OUT/lm_bench_variants.json) and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -42,13 +45,26 @@ from trainlab.passes import evaluate_model  # noqa: E402
 from trainlab.runs import atomic_write_json  # noqa: E402
 from trainlab.train import train  # noqa: E402
 
-WARMUP = 10  # untimed steps at the start of every run: allocation, kernel choice
+WARMUP = 10  # untimed steps at the start of every run: allocation, kernel choice, compilation
+VARIANTS = ("compile", "bf16", "math-attention")  # --variants: what else might make the step faster
 
 
-def plain_loop(cfg, splits, steps: int, on_eval=None) -> list[float]:
-    """The yardstick: nanoGPT's loop on trainlab's model; returns each step's seconds."""
+def plain_stepper(cfg, splits, variant: str = "plain"):
+    """The yardstick: nanoGPT's loop on trainlab's model, as (model, step): step() trains one batch.
+
+    variant (--variants): "compile" wraps the model in torch.compile, "bf16" runs forward and loss
+    under CPU bf16 autocast, "math-attention" forces SDPA's math kernel instead of the flash one.
+    """
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, splits.input_shape, splits.num_classes)
+    forward = torch.compile(model) if variant == "compile" else model
+    if variant == "bf16":
+        context = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    elif variant == "math-attention":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        context = lambda: sdpa_kernel(SDPBackend.MATH)  # noqa: E731
+    else:
+        context = contextlib.nullcontext
     o, s = cfg.optim, cfg.schedule
     opt = torch.optim.AdamW(decay_groups(model, o.weight_decay), lr=o.lr, betas=o.betas, fused=True)
     total, warm = cfg.train.steps, s.warmup_steps or 0
@@ -62,22 +78,56 @@ def plain_loop(cfg, splits, steps: int, on_eval=None) -> list[float]:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     ids, T, B = splits.train.ids, cfg.model.block_size, cfg.train.batch_size
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    seconds = []
-    for step in range(steps):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         starts = torch.randint(0, len(ids) - T, (B,), generator=gen)
         rows = ids[starts[:, None] + torch.arange(T + 1)]
         x, y = rows[:, :-1], rows[:, 1:]
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        with context():
+            loss = F.cross_entropy(forward(x).flatten(0, 1), y.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
+
+    return model, step
+
+
+def plain_loop(cfg, splits, steps: int, on_eval=None) -> list[float]:
+    """The yardstick for `steps` steps; returns each step's seconds (on_eval every eval.every steps)."""
+    model, step = plain_stepper(cfg, splits)
+    seconds = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        step()
         seconds.append(time.perf_counter() - t0)
-        if on_eval is not None and (step + 1) % cfg.eval.every == 0:
-            on_eval(step + 1, model)
+        if on_eval is not None and (i + 1) % cfg.eval.every == 0:
+            on_eval(i + 1, model)
     return seconds
+
+
+def variant_blocks(cfg, splits, rounds: int, block: int = 25) -> dict:
+    """The plain loop and each variant side by side in this process, in blocks of `block` steps
+    taken in turn (reversed every other round), so that the machine's drift, which on a shared
+    2-core VM moves step times by 30% over a minute, falls on every contender alike. Returns ms
+    per step (median of each block) and, per variant, the median over rounds of plain / variant."""
+    names = ("plain",) + VARIANTS
+    steppers = {name: plain_stepper(cfg, splits, name)[1] for name in names}
+    for step in steppers.values():  # compilation and kernel choice, untimed
+        for _ in range(WARMUP):
+            step()
+    ms = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            seconds = []
+            for _ in range(block):
+                t0 = time.perf_counter()
+                steppers[name]()
+                seconds.append(time.perf_counter() - t0)
+            ms[name].append(statistics.median(seconds) * 1e3)
+    ratios = {v: statistics.median(p / q for p, q in zip(ms["plain"], ms[v])) for v in VARIANTS}
+    return {"block_steps": block, "rounds": rounds, "ms_per_step": ms, "plain_over_variant": ratios}
 
 
 def trainlab_run(cfg, out: Path) -> tuple[list[float], list[dict]]:
@@ -102,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--full", action="store_true", help="also the whole recipe, both ways, with val curves")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--variants", action="store_true",
+                   help="also the plain loop compiled, under bf16 autocast and with the math attention kernel")
     p.add_argument("--out", default=str(BENCH / "results"))
     args = p.parse_args(argv)
     if args.quick:
@@ -119,6 +171,8 @@ def main(argv=None) -> int:
         record = {"env": environment(sys.argv[1:]), "config": str(example), "timed_steps": args.steps,
                   "ms_per_step": runs, "median_ms": {k: statistics.median(v) for k, v in runs.items()}}
         record["speedup"] = record["median_ms"]["plain"] / record["median_ms"]["trainlab"]
+        if args.variants:  # the plain loop's time over each variant's: above 1 is faster
+            record["variants"] = variant_blocks(cfg, splits, rounds=2 if args.quick else 12)
         if args.full:
             full = load_config(example, ["train.progress=none"])
             val = make_batches(splits, "val", full.eval.batch_size, torch.device("cpu"), torch.float32, full)
@@ -135,10 +189,16 @@ def main(argv=None) -> int:
                               "trainlab_training_seconds": sum(r["seconds"] for r in history)}
     out = Path(args.out)
     if not args.quick:
-        atomic_write_json(out / "lm_bench.json", record)
+        atomic_write_json(out / ("lm_bench_variants.json" if args.variants else "lm_bench.json"), record)
     print(f"ms per step, {args.steps} timed steps x {args.repeats} repeats: plain {runs['plain']}, "
           f"trainlab {runs['trainlab']}; medians {record['median_ms']['plain']:.2f} vs "
           f"{record['median_ms']['trainlab']:.2f} ms: trainlab {record['speedup']:.2f}x")
+    if "variants" in record:
+        v = record["variants"]
+        for name, ratio in v["plain_over_variant"].items():
+            print(f"plain loop, {name}: {statistics.median(v['ms_per_step'][name]):.2f} ms per step against "
+                  f"{statistics.median(v['ms_per_step']['plain']):.2f}; the plain loop's time / its: {ratio:.2f} "
+                  f"(median of {v['rounds']} rounds of {v['block_steps']}-step blocks)")
     if "full" in record:
         f = record["full"]
         for (step, a), (_, b) in zip(f["plain_val_loss"], f["trainlab_val_loss"]):

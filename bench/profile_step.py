@@ -1,6 +1,7 @@
 """Where an epoch's time goes: one trainlab epoch of the seed MLP under torch.profiler, by category.
 
     python bench/profile_step.py [--batch-size 64] [--limit 54000]
+    python bench/profile_step.py --config examples/shakespeare_char.yaml --top 10   # 200 GPT steps
 
 Categories (self CPU time of the ops each holds): matmul (mm/addmm/bmm, the arithmetic), optimizer
 (the step: fused kernel + Python around it), autograd (the backward engine's own nodes and the
@@ -27,6 +28,9 @@ from trainlab.train import train  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CATEGORIES = [
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul")),
+    ("attention (GPT)", ("scaled_dot_product",)),
+    ("GELU (GPT)", ("aten::gelu",)),
+    ("LayerNorm (GPT)", ("layer_norm",)),
     ("optimizer", ("Optimizer.", "aten::_fused_", "aten::_foreach_")),
     ("forward elementwise", ("aten::relu", "aten::clamp_min", "aten::_log_softmax", "aten::nll_loss_forward")),
     ("backward elementwise", ("aten::threshold_backward", "aten::_log_softmax_backward", "aten::nll_loss_backward",
@@ -46,14 +50,22 @@ def category(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--config", default=str(ROOT / "examples/seed_mlp.yaml"),
+                        help="the config to profile (a gpt config: 200 steps of its recipe)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's (seed MLP: 64)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--top", type=int, default=0, help="also list the N ops with the most self CPU time")
     args = parser.parse_args()
-    overrides = ["train.epochs=1", f"train.batch_size={args.batch_size}", "train.progress=none", "data.val_fraction=0.1"]
+    overrides = ["train.progress=none"]
+    if args.batch_size:
+        overrides.append(f"train.batch_size={args.batch_size}")
+    if load_config(args.config).model.name == "gpt":  # a step budget: one period of 200 steps
+        overrides += ["train.steps=200", "eval.every=200", "eval.limit=1"]
+    else:
+        overrides += ["train.epochs=1", "data.val_fraction=0.1"]
     if args.limit:
         overrides.append(f"data.limit={args.limit}")
-    cfg = load_config(ROOT / "examples/seed_mlp.yaml", overrides)
+    cfg = load_config(args.config, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, out=Path(tmp) / "warm")  # warm-up: imports, allocator, MKL
         plain = train(cfg, out=Path(tmp) / "plain").history[0]["seconds"]
@@ -72,7 +84,7 @@ def main() -> None:
     for event in prof.key_averages():
         totals[category(event.key)] += event.self_cpu_time_total / 1e6
     whole = sum(totals.values())
-    print(f"seed MLP, batch {args.batch_size}, one epoch: {plain:.3f} s unprofiled "
+    print(f"{cfg.name}, batch {cfg.train.batch_size}, one epoch: {plain:.3f} s unprofiled "
           f"({torch.get_num_threads()} threads); self CPU time of the training steps under the profiler "
           f"{whole:.3f} s")
     print("| category | share of self CPU time |")

@@ -17,6 +17,7 @@ from conftest import FASHION, GPU_EXAMPLES, ROOT, run_main
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CIFAR_EXAMPLES = {"cifar_resnet.yaml"}
+TEXT_FOLDER_EXAMPLES = {"text_folder_bpe.yaml"}
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +40,23 @@ def fashion_folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def text_folder(tmp_path_factory):
+    """Real text for the folder examples: the first 300,000 characters of Tiny Shakespeare as three files."""
+    text = (ROOT / "trainlab/data/tinyshakespeare.txt").read_text(encoding="utf-8")[:300_000]
+    root = tmp_path_factory.mktemp("plays")
+    for i in range(3):
+        (root / f"part{i}.txt").write_text(text[i * 100_000:(i + 1) * 100_000], encoding="utf-8")
+    return root
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs_with_smoke(example, tmp_path, fashion_available, fashion_folder, capsys):
+def test_example_runs_with_smoke(example, tmp_path, fashion_available, fashion_folder, text_folder, capsys):
     extra = []
     if example.name in CIFAR_EXAMPLES:
         extra = ["data.name=imagefolder", f"data.path={fashion_folder}", "data.image_size=32"]
+    if example.name in TEXT_FOLDER_EXAMPLES:
+        extra = [f"data.path={text_folder}"]
     extra += GPU_EXAMPLES.get(example.name, [])
     command = "pretrain" if "pretrain" in example.name else "train"
     # The command line through cli.main in this process: torch and the data stack are imported once

@@ -289,8 +289,10 @@ class TrainConfig(Section):
 
     epochs: int = Field(10, ge=1, description="passes over the training split")
     steps: Optional[int] = Field(None, ge=1, description=
-        "a budget of optimiser steps instead of `train.epochs` (language models: one metrics row every "
-        "`eval.every` steps); null = train by epochs")
+        "a budget of optimiser steps instead of `train.epochs`: one metrics row (an evaluation period) every "
+        "`eval.every` steps. Image and table runs take full batches from one pass over the data after "
+        "another (each pass's last partial batch is left out); schedule and early-stopping keys counted in "
+        "epochs count periods. null = train by epochs")
     batch_size: int = Field(64, ge=1, description=
         "examples per optimiser step (ignored by `optim.name=gd`); the last batch may be smaller")
     seed: int = Field(0, ge=0, description="seed of initialisation, dropout, the per-epoch shuffling and augmentation")
@@ -432,9 +434,6 @@ class Config(Section):
             raise ValueError(f"{key} is for image and tabular classifiers; a language model has no labels to "
                              "keep or encoder to start from")
         if self.train.steps is not None:
-            if not text:
-                raise ValueError("train.steps (a step budget) is for language-model runs for now; image and "
-                                 "tabular runs train by train.epochs")
             every = self.eval.every or self.train.steps
             if self.train.steps % every:
                 low = self.train.steps // every * every

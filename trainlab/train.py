@@ -337,8 +337,11 @@ def describe(s: Setup) -> str:
         return (f"{s.cfg.name}: {len(s.splits.train)} training tokens, vocabulary {s.splits.num_classes}, "
                 f"{count_parameters(s.model):,} parameters, {s.rounds} x {len(s.train_batches)} steps, "
                 f"device {where}, run {s.run.path}")
-    return (f"{s.cfg.name}: {len(s.splits.train)} training examples, {len(s.train_batches)} steps per epoch, "
-            f"device {where}, run {s.run.path}")
+    if s.cfg.train.steps:
+        steps = f"{s.rounds} x {len(s.train_batches)} steps ({s.train_batches.per_pass} per pass over the data)"
+    else:
+        steps = f"{len(s.train_batches)} steps per epoch"
+    return f"{s.cfg.name}: {len(s.splits.train)} training examples, {steps}, device {where}, run {s.run.path}"
 
 
 def train_epoch(s: Setup, state: RunState, partial: Optional[dict], stop: StopFlag, console: Progress,
@@ -450,6 +453,10 @@ def epoch_row(s: Setup, state: RunState, totals: Totals, seconds: float) -> dict
     if s.splits.task == "language_model":
         tokens = sum(s.train_batches.batch_sizes())  # tokens predicted this period
         row.update(tokens=state.global_step * tokens // len(s.train_batches), tokens_per_second=tokens / seconds)
+    elif s.cfg.train.steps:  # a step budget: how far into the data the run is, in examples seen
+        examples = sum(s.train_batches.batch_sizes())  # this period's
+        row.update(examples=state.global_step * examples // len(s.train_batches),
+                   examples_per_second=examples / seconds)
     row.update({f"train_{k}": v for k, v in scores(s, totals.result(s.y_std)).items()})
     if s.val_batches is not None:
         row.update({f"val_{k}": v for k, v in evaluate(s, s.val_batches).items()})

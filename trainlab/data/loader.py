@@ -98,12 +98,15 @@ class Batches:
             self.gen.set_state(gen_state)
         else:
             self.gen.manual_seed(epoch_seed(seed, epoch, 1))
-        order = self.order(seed, epoch)
+        yield from self.batches(self.order(seed, epoch), start_step, len(self))
+
+    def batches(self, order: torch.Tensor, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches start..stop-1 of the example order `order` ((n,) int64 on the CPU), prepared."""
         if self.stream:
-            yield from self._stream(order, start_step)
+            yield from self._stream(order, start, stop)
             return
         order = order.to(self.device)
-        for i in range(start_step, len(self)):
+        for i in range(start, stop):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
             x, y = self.rows(index)
             yield self.prepare(x), y
@@ -124,9 +127,8 @@ class Batches:
         view.n = self.n if limit is None else min(limit, self.n)
         return view
 
-    def _stream(self, order: torch.Tensor, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        sampler = [order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
-                   for i in range(start_step, len(self))]
+    def _stream(self, order: torch.Tensor, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = [order[i * self.batch_size:(i + 1) * self.batch_size].tolist() for i in range(start, stop)]
         if isinstance(self.split, FileSplit):
             from .folder import ImageFileDataset
             dataset = ImageFileDataset(self.split.files, self.split.y, self.image_size)
@@ -171,6 +173,52 @@ class Batches:
         return x
 
 
+class PeriodBatches:
+    """A step budget (train.steps) over an image or table split, behind Batches' interface.
+
+    A pass of the training loop ("epoch" to it) is the `steps` optimiser steps between two
+    evaluations (eval.every), taken from the passes over the data one after another: global step g
+    is batch g mod P of data pass g div P + 1, where P = the full batches of a pass. Every step
+    takes a full batch: each data pass is a fresh order (Batches.order), and its last partial batch
+    is left out (a split smaller than one batch is the whole batch). A data pass keeps its order
+    whatever period it falls in, so a resumed run gets the batches of an uninterrupted one. The
+    augmentation generator is seeded per period, or restored from a mid-period checkpoint, as
+    Batches seeds it per epoch.
+    """
+
+    def __init__(self, data: Batches, steps: int):
+        self.data, self.steps = data, steps
+        self.per_pass = max(data.n // data.batch_size, 1)  # P: full batches per pass over the data
+
+    @property
+    def batch_size(self) -> int:
+        return self.data.batch_size
+
+    @property
+    def gen(self) -> torch.Generator:
+        return self.data.gen
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batch_sizes(self) -> list[int]:
+        return [min(self.data.batch_size, self.data.n)] * self.steps
+
+    def epoch(self, seed: int = 0, epoch: int = 1, start_step: int = 0,
+              gen_state: Optional[torch.Tensor] = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield period `epoch`'s batches from its step `start_step` on."""
+        if gen_state is not None:
+            self.data.gen.set_state(gen_state)
+        else:
+            self.data.gen.manual_seed(epoch_seed(seed, epoch, 1))
+        step, end = (epoch - 1) * self.steps + start_step, epoch * self.steps  # global steps, 0-based
+        while step < end:
+            data_pass, first = divmod(step, self.per_pass)
+            count = min(self.per_pass - first, end - step)
+            yield from self.data.batches(self.data.order(seed, data_pass + 1), first, first + count)
+            step += count
+
+
 def _worker_message(text: str) -> str:
     """The DataError's own message out of "Caught DataError in DataLoader worker process 0. Original
     Traceback ...: trainlab.errors.DataError: <message>" (the user's answer, not the worker's stack)."""
@@ -189,6 +237,9 @@ def make_batches(splits: Splits, split_name: str, batch_size: int, device: torch
         steps = (cfg.eval.every or cfg.train.steps) if train else None  # optimiser steps between evaluations
         return TokenBatches(split, cfg.model.block_size, batch_size, device, split_name, steps=steps,
                             limit=None if train else cfg.eval.limit)
-    return Batches(split, splits, batch_size, device, dtype, shuffle=train,
-                   augment=cfg.regularize.augment if train else None, mode=cfg.data.loader,
-                   workers=cfg.data.workers, limit=None if train else cfg.eval.limit)
+    batches = Batches(split, splits, batch_size, device, dtype, shuffle=train,
+                      augment=cfg.regularize.augment if train else None, mode=cfg.data.loader,
+                      workers=cfg.data.workers, limit=None if train else cfg.eval.limit)
+    if train and cfg.train.steps:  # a step budget: periods of eval.every steps across the data's passes
+        return PeriodBatches(batches, cfg.eval.every or cfg.train.steps)
+    return batches

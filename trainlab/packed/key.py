@@ -17,9 +17,10 @@ PER_MEMBER_KEYS = (
 
 
 def packable(cfg: Config) -> bool:
-    """Whether `cfg` can be trained in a pack: a plain torch MLP (no batch norm), not compiled."""
+    """Whether `cfg` can be trained in a pack: a plain torch MLP (no batch norm), not compiled, by epochs
+    (the packed loop counts epochs; a train.steps budget trains one trial at a time)."""
     return (cfg.model.name == "mlp" and not cfg.model.batch_norm and not cfg.train.compile
-            and cfg.train.backend == "torch")
+            and cfg.train.backend == "torch" and cfg.train.steps is None)
 
 
 def pack_key(cfg: Config) -> Optional[str]:

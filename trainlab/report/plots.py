@@ -45,8 +45,9 @@ def new_figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Any]:
 
 def x_axis(rows: list[dict]) -> tuple[np.ndarray, str]:
     """(x values, axis label) of a run's rows: epochs, or the optimiser step of each evaluation for
-    a step budget (a language model's train.steps, whose rows' epochs are evaluation periods)."""
-    if rows and "tokens" in rows[0] and has_column(rows, "step"):
+    a step budget (train.steps, whose rows' epochs are evaluation periods and which count the tokens
+    or examples seen)."""
+    if rows and ("tokens" in rows[0] or "examples" in rows[0]) and has_column(rows, "step"):
         return column(rows, "step"), "optimiser step"
     return column(rows, "epoch"), "epoch"
 
