@@ -46,14 +46,16 @@ from trainlab.runs import atomic_write_json  # noqa: E402
 from trainlab.train import train  # noqa: E402
 
 WARMUP = 10  # untimed steps at the start of every run: allocation, kernel choice, compilation
-VARIANTS = ("compile", "bf16", "math-attention")  # --variants: what else might make the step faster
+VARIANTS = ("compile", "bf16", "bf16-matmul", "math-attention")  # --variants: what else might make the step faster
 
 
 def plain_stepper(cfg, splits, variant: str = "plain"):
     """The yardstick: nanoGPT's loop on trainlab's model, as (model, step): step() trains one batch.
 
     variant (--variants): "compile" wraps the model in torch.compile, "bf16" runs forward and loss
-    under CPU bf16 autocast, "math-attention" forces SDPA's math kernel instead of the flash one.
+    under CPU bf16 autocast, "bf16-matmul" keeps float32 tensors but lets oneDNN multiply float32
+    matrices in bf16 (torch.set_float32_matmul_precision("medium"), forward and backward),
+    "math-attention" forces SDPA's math kernel instead of the flash one.
     """
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, splits.input_shape, splits.num_classes)
@@ -63,6 +65,8 @@ def plain_stepper(cfg, splits, variant: str = "plain"):
     elif variant == "math-attention":
         from torch.nn.attention import SDPBackend, sdpa_kernel
         context = lambda: sdpa_kernel(SDPBackend.MATH)  # noqa: E731
+    elif variant == "bf16-matmul":
+        context = lambda: matmul_precision("medium")  # noqa: E731
     else:
         context = contextlib.nullcontext
     o, s = cfg.optim, cfg.schedule
@@ -85,13 +89,24 @@ def plain_stepper(cfg, splits, variant: str = "plain"):
         x, y = rows[:, :-1], rows[:, 1:]
         with context():
             loss = F.cross_entropy(forward(x).flatten(0, 1), y.flatten())
-        loss.backward()
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
 
     return model, step
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    """torch.set_float32_matmul_precision for a block ("medium": oneDNN may multiply in bf16)."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def plain_loop(cfg, splits, steps: int, on_eval=None) -> list[float]:

@@ -21,6 +21,19 @@ GPU_EXAMPLES = {"shakespeare_gpu.yaml": ["model.n_layer=1", "model.n_embd=48", "
                                          "train.batch_size=4", "train.compile=false"]}
 
 
+TEXT_FOLDER_EXAMPLES = {"text_folder_bpe.yaml"}  # examples whose data.path is the text_folder fixture
+
+
+@pytest.fixture(scope="session")
+def text_folder(tmp_path_factory):
+    """Real text for the folder examples: the first 300,000 characters of Tiny Shakespeare as three files."""
+    text = (ROOT / "trainlab/data/tinyshakespeare.txt").read_text(encoding="utf-8")[:300_000]
+    root = tmp_path_factory.mktemp("plays")
+    for i in range(3):
+        (root / f"part{i}.txt").write_text(text[i * 100_000:(i + 1) * 100_000], encoding="utf-8")
+    return root
+
+
 def quick_config(**sections) -> dict:
     """A seconds-long config on scikit-learn's digits (real 8x8 handwritten digits, 1797 images)."""
     cfg = {

@@ -15,7 +15,7 @@ from trainlab.data import idx
 from trainlab.data.locate import data_roots
 from trainlab.models import build_model
 
-from conftest import FASHION, GPU_EXAMPLES, ROOT, run_cli, run_main, truncated_fashion_root
+from conftest import FASHION, GPU_EXAMPLES, ROOT, TEXT_FOLDER_EXAMPLES, run_cli, run_main, truncated_fashion_root
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SEED = ROOT / "examples/seed_mlp.yaml"
@@ -69,10 +69,11 @@ def _check_ok(proc) -> dict:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_check_works_on_every_example(example, capsys, fashion_available, cifar_shaped_folder):
+def test_check_works_on_every_example(example, capsys, fashion_available, cifar_shaped_folder, text_folder):
     if example.name != "cifar_resnet.yaml":
         pretrain = ["--pretrain"] if "pretrain" in example.name else []  # what `trainlab pretrain` would do
-        result = _check_ok(run_main(capsys, "check", "-c", example, *GPU_EXAMPLES.get(example.name, []),
+        folder = [f"data.path={text_folder}"] if example.name in TEXT_FOLDER_EXAMPLES else []
+        result = _check_ok(run_main(capsys, "check", "-c", example, *GPU_EXAMPLES.get(example.name, []), *folder,
                                        "--steps", "3", "--json", *pretrain))
         # A step budget (the language models) is counted in evaluation periods, not epochs.
         periods = result["timing"]["step_budget"] is not None

@@ -13,11 +13,10 @@ from trainlab.data import idx
 from trainlab.data.loader import make_batches
 from trainlab.train import train
 
-from conftest import FASHION, GPU_EXAMPLES, ROOT, run_main
+from conftest import FASHION, GPU_EXAMPLES, ROOT, TEXT_FOLDER_EXAMPLES, run_main
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CIFAR_EXAMPLES = {"cifar_resnet.yaml"}
-TEXT_FOLDER_EXAMPLES = {"text_folder_bpe.yaml"}
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +36,6 @@ def fashion_folder(tmp_path_factory):
         for i in np.flatnonzero(labels == cls)[:30]:
             rgb = np.repeat(np.pad(images[i], 2)[:, :, None], 3, axis=2)
             Image.fromarray(rgb).save(folder / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def text_folder(tmp_path_factory):
-    """Real text for the folder examples: the first 300,000 characters of Tiny Shakespeare as three files."""
-    text = (ROOT / "trainlab/data/tinyshakespeare.txt").read_text(encoding="utf-8")[:300_000]
-    root = tmp_path_factory.mktemp("plays")
-    for i in range(3):
-        (root / f"part{i}.txt").write_text(text[i * 100_000:(i + 1) * 100_000], encoding="utf-8")
     return root
 
 

@@ -26,7 +26,7 @@ from trainlab.errors import DiskFull
 from trainlab.memory import estimate
 from trainlab.train import train
 
-from conftest import GPU_EXAMPLES, ROOT, quick_config
+from conftest import GPU_EXAMPLES, ROOT, TEXT_FOLDER_EXAMPLES, quick_config
 
 # digits, 36 steps of 32 per epoch: the first last.pt after epoch 1's is the one at step 40 (epoch
 # 2, step 4), a mid-epoch checkpoint, so the disk filled after epoch 1 refuses a last.pt first.
@@ -206,11 +206,12 @@ def _cifar_shaped(cfg, fashion: data.Splits) -> data.Splits:
                    mean=[0.5] * 3, std=[0.25] * 3)
 
 
-def test_every_example_config_fits_and_the_estimate_is_cheap(fashion_available):
+def test_every_example_config_fits_and_the_estimate_is_cheap(fashion_available, text_folder):
     """The check never refuses a shipped example on this machine, and counts at least the weights."""
     fashion = None
     for path in sorted((ROOT / "examples").glob("*.yaml")):
-        cfg = load_config(path, GPU_EXAMPLES.get(path.name, []))  # a GPU recipe at the width the CPU suite runs
+        folder = [f"data.path={text_folder}"] if path.name in TEXT_FOLDER_EXAMPLES else []
+        cfg = load_config(path, GPU_EXAMPLES.get(path.name, []) + folder)  # a GPU recipe at the width the CPU suite runs
         splits = None
         if cfg.data.name.startswith("cifar"):
             fashion = fashion or data.load(load_config(ROOT / "examples/seed_mlp.yaml"))

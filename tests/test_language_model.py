@@ -160,6 +160,9 @@ def test_evaluate_a_language_model_run_writes_metrics_samples_and_report(tmp_pat
     assert [s["prompt"] for s in result["samples"]] == ["\n", "ROMEO:"] and all(s["text"] for s in result["samples"])
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Generated text" in page and "perplexity" in page and "ROMEO:" in page
+    from trainlab.predict import predict  # predict classifies: it points a language model's user to generate
+    with pytest.raises(ConfigError, match="is a language model: predict classifies .* trainlab generate"):
+        predict(tmp_path / "run", tmp_path / "run" / "config.yaml")
 
 
 def test_sweep_size_on_a_gpt_fits_a_scaling_law(tmp_path, one_thread):

@@ -50,6 +50,9 @@ def predict(run_dir: str | Path, input_path: str | Path, data_dir: Optional[str]
         raise DataError(f"Input '{path}' does not exist. Give an image file, a folder of images or a CSV file.")
     is_table = path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
     cfg = read_run_config(RunDir(Path(run_dir)))  # the input's kind is checked before any data load
+    if cfg.model.name == "gpt":
+        raise ConfigError(f"Run '{run_dir}' is a language model: predict classifies images and table rows. "
+                          f"Continue a text with: trainlab generate {run_dir} --prompt TEXT")
     if is_table and cfg.data.name in IMAGE_SETS:
         raise ConfigError(f"Run '{run_dir}' was trained on images ({cfg.data.name}); '{path}' is a table. "
                           "Give an image file or a folder of images.")
