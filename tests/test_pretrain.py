@@ -150,18 +150,23 @@ def test_bad_input_is_refused_clearly(pretrained, tmp_path, capsys):
 
     run = str(pretrained.run_dir)
     cnn = ROOT / "examples/fashion_cnn.yaml"
-    code, err = cli("train", "-c", cnn, f"model.init_from={run}", "model.channels=[8,32]", "--smoke")
+    refused = iter(range(10))  # a refused run may still write its config.yaml: into tmp_path, not the repo
+
+    def out() -> tuple:
+        return "--out", tmp_path / f"refused{next(refused)}"
+
+    code, err = cli("train", "-c", cnn, f"model.init_from={run}", "model.channels=[8,32]", "--smoke", *out())
     assert code == 2 and "layer '0.bias' is of shape (8,) here but of shape (16,)" in err
     plain = train(_classifier(), out=tmp_path / "plain")
-    code, err = cli("train", "-c", cnn, f"model.init_from={plain.run_dir}", "--smoke")
+    code, err = cli("train", "-c", cnn, f"model.init_from={plain.run_dir}", "--smoke", *out())
     assert code == 2 and "not written by `trainlab pretrain`" in err
-    code, err = cli("train", "-c", cnn, f"model.init_from={tmp_path / 'nothing'}", "--smoke")
+    code, err = cli("train", "-c", cnn, f"model.init_from={tmp_path / 'nothing'}", "--smoke", *out())
     assert code == 2 and "no checkpoint" in err
-    code, err = cli("pretrain", "-c", ROOT / "examples/wine_tabular.yaml", "--smoke")
+    code, err = cli("pretrain", "-c", ROOT / "examples/wine_tabular.yaml", "--smoke", *out())
     assert code == 2 and "pre-trains image encoders" in err
-    code, err = cli("train", "-c", cnn, "model.freeze=true", "--smoke")
+    code, err = cli("train", "-c", cnn, "model.freeze=true", "--smoke", *out())
     assert code == 2 and "model.init_from" in err
-    code, err = cli("train", "-c", cnn, "data.limit=1000", "data.labelled=5000")
+    code, err = cli("train", "-c", cnn, "data.limit=1000", "data.labelled=5000", *out())
     assert code == 3 and "data.labelled=5000" in err
     code, err = cli("evaluate", run)
     assert code == 2 and "model.init_from=" in err
