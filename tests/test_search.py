@@ -250,6 +250,12 @@ def test_unreachable_storage_is_an_error_before_training(tmp_path):
     assert not (tmp_path / "s" / "trials").exists()
 
 
+def test_an_out_folder_under_a_file_is_a_config_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match="'.*a-file' is a file, not a folder. Nothing was trained"):
+        search(quick_config(), LR_GRID, out=tmp_path / "a-file" / "s", quiet=True)
+
+
 def test_test_metric_cannot_choose(tmp_path):
     with pytest.raises(ConfigError, match="never used to choose"):
         search(quick_config(), LR_GRID, metric="test.accuracy", out=tmp_path / "s", quiet=True)

@@ -159,7 +159,7 @@ def _describe(holder: dict) -> str:
     return f"pid {pid} on host {host}{since}{command}"
 
 
-def _unwritable(folder: Path, e: OSError, what: str = "Output folder") -> ConfigError:
+def unwritable(folder: Path, e: OSError, what: str = "Output folder") -> ConfigError:
     """ConfigError (exit 2) naming the nearest existing folder above `folder` that refused the write."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -204,7 +204,7 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as e:
-            raise _unwritable(self.folder, e, "Run directory") from None
+            raise unwritable(self.folder, e, "Run directory") from None
         try:
             for attempt in range(25):  # 0.5 s at most: a holder between its flock and writing its pid,
                 try:                   # or RunLock.holder's momentary probe, which writes nothing
@@ -402,7 +402,7 @@ class RunDir:
                 except FileExistsError:
                     path, n = Path(f"{base}-{n}"), n + 1
                 except OSError as e:
-                    raise _unwritable(path, e) from None
+                    raise unwritable(path, e) from None
         else:
             path = Path(out)
             if path.exists() and not path.is_dir():
@@ -416,14 +416,14 @@ class RunDir:
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise _unwritable(path, e) from None
+                raise unwritable(path, e) from None
         run = cls(path).lock()
         if _holds_files(path):  # filled by another process between the check above and the lock
             raise cls._not_empty(path)
         try:
             (path / "checkpoints").mkdir(exist_ok=True)
         except OSError as e:
-            raise _unwritable(path, e) from None
+            raise unwritable(path, e) from None
         return run
 
     @staticmethod

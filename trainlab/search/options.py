@@ -128,4 +128,8 @@ def claim_out(out_dir: Path, joining: bool) -> None:
         raise ConfigError(f"Output folder '{out_dir}' already holds files. Choose another --out, continue that "
                           f"search with `trainlab search --resume {out_dir}`, or join it as another worker with "
                           "--study NAME.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # under a file, or a folder this user cannot write: exit 2 naming it
+        from ..runs import unwritable
+        raise unwritable(out_dir, e) from None
