@@ -3,8 +3,8 @@
     python bench/lm_bench.py                      # examples/shakespeare_char.yaml, 12 rounds of 25-step blocks
     python bench/lm_bench.py --full               # also both for the recipe's 2,000 steps: full-val loss curves
     python bench/lm_bench.py --quick              # 2 rounds of 10 steps: checks the bench runs
-    python bench/lm_bench.py --variants           # also the plain loop compiled, in bf16, math attention,
-                                                  # in blocks of 25 steps taken in turn
+    python bench/lm_bench.py --variants           # also the plain loop compiled, in bf16, bf16 products,
+                                                  # math attention, in blocks of 25 steps taken in turn
 
 The yardstick is what a reader of nanoGPT writes: the same trainlab.gpt.GPT module built from the
 same seed, the token stream resident as one tensor, `torch.randint` windows, AdamW(fused) with the
@@ -169,7 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--full", action="store_true", help="also the whole recipe, both ways, with val curves")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--variants", action="store_true",
-                   help="also the plain loop compiled, under bf16 autocast and with the math attention kernel")
+                   help="also the plain loop compiled, under bf16 autocast, with bf16 matrix products and with "
+                        "the math attention kernel")
     p.add_argument("--out", default=str(BENCH / "results"))
     args = p.parse_args(argv)
     if args.quick:
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
         # The plain loop's time over trainlab's, per round, then the median over rounds: above 1 is faster.
         record["speedup"] = statistics.median(a / b for a, b in zip(runs["plain"], runs["trainlab"]))
         if args.variants:  # the plain loop's time over each variant's: above 1 is faster
-            record["variants"] = variant_blocks(cfg, splits, rounds=2 if args.quick else 12)
+            record["variants"] = variant_blocks(cfg, splits, args.repeats, args.steps)
         if args.full:
             full = load_config(example, ["train.progress=none"])
             val = make_batches(splits, "val", full.eval.batch_size, torch.device("cpu"), torch.float32, full)

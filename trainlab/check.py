@@ -280,16 +280,18 @@ def _time_eval(s: Setup) -> float:
     name = "val" if s.splits.val is not None else "test"
     batches = make_batches(s.splits, name, s.cfg.eval.batch_size, s.device, s.dtype, s.cfg)
     s.model.eval()
-    seconds = []
-    for i, (x, _) in enumerate(batches.epoch()):
-        if i == 0:  # a warm-up pass first, untimed: kernel choice (and compilation with train.compile)
-            with s.autocast:
-                s.forward_model(x)
-            _sync(s.device)
-        t = time.perf_counter()
+
+    def forward(x: torch.Tensor) -> None:
         with s.autocast:
             s.forward_model(x)
         _sync(s.device)
+
+    seconds = []
+    for i, (x, _) in enumerate(batches.epoch()):
+        if i == 0:  # a warm-up pass first, untimed: kernel choice (and compilation with train.compile)
+            forward(x)
+        t = time.perf_counter()
+        forward(x)
         seconds.append(time.perf_counter() - t)
         if sum(seconds) > EVAL_BUDGET_S:
             break

@@ -450,13 +450,10 @@ def epoch_row(s: Setup, state: RunState, totals: Totals, seconds: float) -> dict
     """The epoch's metrics.jsonl row: running training totals, then a validation pass in eval mode."""
     row = {"epoch": state.epoch, "step": state.global_step, "lr": s.optimizer.param_groups[0]["lr"],
            "seconds": seconds}
-    if s.splits.task == "language_model":
-        tokens = sum(s.train_batches.batch_sizes())  # tokens predicted this period
-        row.update(tokens=state.global_step * tokens // len(s.train_batches), tokens_per_second=tokens / seconds)
-    elif s.cfg.train.steps:  # a step budget: how far into the data the run is, in examples seen
-        examples = sum(s.train_batches.batch_sizes())  # this period's
-        row.update(examples=state.global_step * examples // len(s.train_batches),
-                   examples_per_second=examples / seconds)
+    if s.splits.task == "language_model" or s.cfg.train.steps:  # how far into the data the run is
+        unit = "tokens" if s.splits.task == "language_model" else "examples"
+        seen = sum(s.train_batches.batch_sizes())  # tokens predicted (or examples trained on) this period
+        row.update({unit: state.global_step * seen // len(s.train_batches), f"{unit}_per_second": seen / seconds})
     row.update({f"train_{k}": v for k, v in scores(s, totals.result(s.y_std)).items()})
     if s.val_batches is not None:
         row.update({f"val_{k}": v for k, v in evaluate(s, s.val_batches).items()})

@@ -13,7 +13,7 @@ import yaml
 
 from ..config import Config, build_config
 from ..errors import ConfigError
-from ..runs import atomic_write_text
+from ..runs import atomic_write_text, unwritable
 from .spaces import Param, load_space, space_dict
 from .study import PRUNERS, STRATEGIES
 
@@ -131,5 +131,4 @@ def claim_out(out_dir: Path, joining: bool) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # under a file, or a folder this user cannot write: exit 2 naming it
-        from ..runs import unwritable
         raise unwritable(out_dir, e) from None
