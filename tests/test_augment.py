@@ -84,6 +84,30 @@ def test_rotation_is_bounded_by_the_angle():
     assert int(active.min()) >= 16 - 3 and int(active.max()) <= 16 + 3
 
 
+def test_brightness_and_contrast_follow_colorjitters_definition():
+    # Mid-grey images in [0.25, 0.75]: factors within 1 +- 0.3 keep them inside [0, 1], so no pixel
+    # is clamped and the definitions can be checked exactly (to float32 rounding, ~1e-7 per operation).
+    x = 0.25 + 0.5 * _batch(b=256)
+    bright = augment.photometric(x, AugmentConfig(brightness=0.3), _gen())
+    ratio = (bright / x).flatten(1)                                   # (B, H*W): one factor per image
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
+    assert ratio.min() >= 0.7 - 1e-6 and ratio.max() <= 1.3 + 1e-6
+    assert ratio[:, 0].std() > 0.1  # drawn per image: U[0.7, 1.3] has std 0.6 / sqrt(12) = 0.17
+    contrasted = augment.photometric(x, AugmentConfig(contrast=0.3), _gen())
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    # Each image's mean grey is kept, and its deviations from it are scaled by one factor in [0.7, 1.3].
+    assert torch.allclose(contrasted.mean(dim=(1, 2, 3), keepdim=True), mean, atol=1e-5)
+    before, after = (x - mean).flatten(1), (contrasted - mean).flatten(1)       # (B, H*W)
+    scale = (after * before).sum(1, keepdim=True) / (before * before).sum(1, keepdim=True)  # least squares
+    assert torch.allclose(after, scale * before, atol=1e-5)
+    assert scale.min() >= 0.7 - 1e-5 and scale.max() <= 1.3 + 1e-5
+    # Brightness past 1 is clamped to white; the same generator seed gives the same images.
+    white = augment.photometric(torch.ones(64, 1, 4, 4), AugmentConfig(brightness=1.0), _gen())
+    assert white.max() <= 1.0 and white.min() >= 0.0
+    assert torch.equal(augment.photometric(x, AugmentConfig(brightness=0.3, contrast=0.3), _gen(1)),
+                       augment.photometric(x, AugmentConfig(brightness=0.3, contrast=0.3), _gen(1)))
+
+
 def test_noise_has_the_configured_std():
     x = torch.zeros(256, 1, 28, 28)
     out = augment.add_noise(x, 0.3, _gen())

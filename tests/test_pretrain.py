@@ -11,7 +11,8 @@ import yaml
 from trainlab import checkpoint, data
 from trainlab.config import build_config
 from trainlab.errors import Interrupted
-from trainlab.pretrain import masked_mse, nt_xent, pretrain
+from trainlab.models import build_model
+from trainlab.pretrain import Contrastive, masked_mse, nearest_neighbours, nt_xent, pretrain
 from trainlab.runs import read_json
 from trainlab.train import train
 
@@ -127,10 +128,42 @@ def test_labelled_keeps_a_stratified_subset_and_the_statistics_of_every_image():
     assert torch.equal(few.val.y, everything.val.y)  # the validation split is untouched
 
 
-def test_pretraining_interrupted_mid_epoch_resumes_exactly(tmp_path):
+def test_neighbours_are_the_nearest_images_and_each_partner_is_one_of_them():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # 1,797 real 8x8 digits, pixels 0..16
+    images = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)   # (N, 1, 8, 8) in [0, 1]
+    found = nearest_neighbours(images, 5)
+    assert found.shape == (len(images), 5) and found.dtype == torch.int64
+    distances = torch.cdist(images.flatten(1).double(), images.flatten(1).double())  # (N, N)
+    distances.fill_diagonal_(math.inf)
+    nearest = distances.topk(5, largest=False)
+    # The same neighbours as a direct search, up to ties: the k-th distance of each row agrees.
+    found_distances = distances.gather(1, found).sort(1).values
+    assert torch.allclose(found_distances, nearest.values, atol=1e-5)
+    assert not (found == torch.arange(len(images)).unsqueeze(1)).any()
+    # Nearest digits mostly show the same digit (1-NN is about 98% accurate on this set): a search that
+    # returned the wrong rows would score about 0.1.
+    labels = torch.tensor(digits.target)
+    assert (labels[found] == labels.unsqueeze(1)).float().mean() > 0.9
+    cfg = build_config({"model": {"name": "cnn", "channels": [4, 8]}, "data": {"name": "digits"}})
+    objective = Contrastive(build_model(cfg.model, (1, 8, 8), 10), cfg.pretrain, [0.3], [0.4], (images, found))
+    index = torch.tensor([0, 5, 1796, 5])
+    x = (images[index] - 0.3) / 0.4
+    pair = objective.pair(x, index)
+    assert pair.shape == (4, 2, 1, 8, 8) and torch.equal(pair[:, 0], x)
+    for row, i in enumerate(index):
+        partner = pair[row, 1] * 0.4 + 0.3
+        assert any(torch.allclose(partner, images[j], atol=1e-6) for j in found[i]), i
+
+
+@pytest.mark.parametrize("positives", ["views", "neighbours"])
+def test_pretraining_interrupted_mid_epoch_resumes_exactly(tmp_path, positives):
     cfg = _config(data__limit=600, train__epochs=2, train__checkpoint_every=1, eval__limit=200,
-                  pretrain__probe_examples=200)
+                  pretrain__probe_examples=200, pretrain__positives=positives)
     whole = pretrain(cfg, out=tmp_path / "whole")
+    # The probe reads real labels (the neighbours run's training split holds example indices instead).
+    assert whole.metrics["test"]["probe_accuracy"] > 0.5
 
     interrupt = ctrl_c_at(2, 1)
 
@@ -164,6 +197,14 @@ def test_bad_input_is_refused_clearly(pretrained, tmp_path, capsys):
     assert code == 2 and "no checkpoint" in err
     code, err = cli("pretrain", "-c", ROOT / "examples/wine_tabular.yaml", "--smoke", *out())
     assert code == 2 and "pre-trains image encoders" in err
+    from PIL import Image
+    for label in ("a", "b"):  # a folder of images is streamed from its files: no pixels to search
+        for i in range(4):
+            (tmp_path / "folder" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8), 60 * i).save(tmp_path / "folder" / label / f"{i}.png")
+    code, err = cli("pretrain", "-c", ROOT / "examples/fashion_pretrain.yaml", "data.name=imagefolder",
+                    f"data.path={tmp_path / 'folder'}", "data.val_fraction=0.25", "--smoke", *out())
+    assert code == 2 and "pretrain.positives=neighbours" in err and "positives=views" in err
     code, err = cli("train", "-c", cnn, "model.freeze=true", "--smoke", *out())
     assert code == 2 and "model.init_from" in err
     code, err = cli("train", "-c", cnn, "data.limit=1000", "data.labelled=5000", *out())

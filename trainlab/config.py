@@ -65,6 +65,12 @@ class AugmentConfig(Section):
     resized_crop: float = Field(0.0, ge=0, lt=1, description=
         "a random square crop of between this fraction and all of the image's area, resized to the whole "
         "image (torchvision's RandomResizedCrop scale, aspect 1); 0 = off")
+    brightness: float = Field(0.0, ge=0, le=1, description=
+        "random brightness: pixels times a factor drawn from [1 - this, 1 + this] per image "
+        "(torchvision's ColorJitter brightness); 0 = off")
+    contrast: float = Field(0.0, ge=0, le=1, description=
+        "random contrast: each image's pixels pulled toward or pushed from its mean grey by a factor "
+        "drawn from [1 - this, 1 + this] (torchvision's ColorJitter contrast); 0 = off")
     noise: float = Field(0.0, ge=0, description=
                          "standard deviation of Gaussian noise added to the normalised input")
 
@@ -373,6 +379,15 @@ class PretrainConfig(Section):
     temperature: float = Field(0.5, gt=0.0, le=10.0, description=
         "contrastive: the NT-Xent temperature τ (the loss of a batch of B images is over its 2B views; "
         "evaluation passes then take `train.batch_size` images at a time, as training does)")
+    positives: Literal["views", "neighbours"] = Field("views", description=
+        "contrastive: what each image's second view is made from. `views`: the image itself (SimCLR); "
+        "`neighbours`: one of its `pretrain.neighbours` nearest training images in pixel space, drawn anew "
+        "at every step (DrLIM's positives, Hadsell, Chopra & LeCun 2006), "
+        "found before training with scikit-learn's NearestNeighbors; needs images held in memory")
+    neighbours: int = Field(5, ge=1, le=100, description=
+        "contrastive with positives=neighbours: how many nearest training images each image's partner is drawn from")
+    projection_hidden: Optional[int] = Field(None, ge=1, description=
+        "contrastive: width of the projection head's hidden layer; null = the encoder's output width")
     projection: int = Field(128, ge=1, description=
         "contrastive: output width of the projection head (a 2-layer MLP dropped after pre-training)")
     mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="masked: the fraction of patches hidden")

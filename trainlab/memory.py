@@ -362,7 +362,7 @@ def _data_bytes(cfg, splits, dtype: torch.dtype, device: torch.device) -> int:
 
     on_cpu = device.type == "cpu"
 
-    def resident(split, limit: Optional[int], geometric: bool) -> int:
+    def resident(split, limit: Optional[int], on_pixels: bool) -> int:
         if split is None or isinstance(split, FileSplit):
             return 0
         n = len(split) if limit is None else min(limit, len(split))
@@ -372,16 +372,16 @@ def _data_bytes(cfg, splits, dtype: torch.dtype, device: torch.device) -> int:
                                            > DEVICE_RESIDENT_MAX_BYTES):
             return 0  # streamed through a DataLoader: a few batches at a time
         floats = n * per_example * dtype.itemsize
-        normalised = not geometric and floats <= NORMALISE_ONCE_MAX_BYTES
+        normalised = not on_pixels and floats <= NORMALISE_ONCE_MAX_BYTES
         y = n * (dtype.itemsize if splits.task == "regression" else (0 if on_cpu else split.y.element_size()))
         if on_cpu:
             return (floats if normalised else 0) + y
         return raw + (floats if normalised else 0) + y  # the raw copy and its normalised one meet once
 
     a = cfg.regularize.augment
-    geometric = splits.is_image and aug.is_active(a) and aug.is_geometric(a)
+    on_pixels = splits.is_image and aug.on_pixels(a)
     val = resident(splits.val, cfg.eval.limit, False)
-    training = resident(splits.train, None, geometric) + val
+    training = resident(splits.train, None, on_pixels) + val
     final = val + max(resident(splits.train, cfg.eval.limit, False), resident(splits.test, cfg.eval.limit, False))
     return max(training, final)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,7 +23,7 @@ from .evaluate import read_run_config
 from .models import build_model, feature_width, features, head_name
 from .runs import RunDir
 from .opening import apply_smoke, prepare_config
-from .train import Result, train
+from .train import Result, train, train_step
 
 # The task of a pre-training run's splits: the loop keeps its loss only, and every evaluation adds
 # the linear probe's accuracy (train.evaluate).
@@ -46,29 +48,69 @@ class Contrastive(Objective):
     """SimCLR (Chen et al. 2020): the classifier's encoder, then a projection head, on two views.
 
     forward(x): x (B, C, H, W) normalised images -> (2B, pretrain.projection): rows i and B + i are
-    the projections of two augmentations of image i. The views are drawn from torch's global
-    generator, which every checkpoint saves (as for dropout), so resume draws the same views.
+    the projections of two augmentations of image i. x (B, 2, C, H, W), each image beside its partner
+    (pair()): rows i and B + i are the projections of a view of each. The views and partners are
+    drawn from torch's global generator, which every checkpoint saves (as for dropout), so resume
+    draws the same ones.
+
+    partners: for pretrain.positives=neighbours, the training images (N, C, H, W) as stored (uint8
+    or float in [0, 1]) and their nearest neighbours (N, k) int64, indices into them.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: PretrainConfig, mean: list[float], std: list[float]):
+    def __init__(self, backbone: nn.Module, cfg: PretrainConfig, mean: list[float], std: list[float],
+                 partners: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
         super().__init__(backbone)
-        self.projector = nn.Sequential(nn.Linear(self.width, self.width), nn.ReLU(),
-                                       nn.Linear(self.width, cfg.projection))
+        hidden = cfg.projection_hidden or self.width
+        self.projector = nn.Sequential(nn.Linear(self.width, hidden), nn.ReLU(), nn.Linear(hidden, cfg.projection))
         self.augment = cfg.augment
         # Per-channel statistics (1, C, 1, 1): views are made on [0, 1] pixels, so the area a shift
         # or rotation brings in is black, as in training augmentation (data.loader.Batches.prepare).
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        if partners is not None:  # not in checkpoints: pretraining_parts finds them again on resume
+            self.register_buffer("images", partners[0], persistent=False)
+            self.register_buffer("neighbours", partners[1], persistent=False)
+
+    def pair(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) normalised images with their indices (B,) into the training split ->
+        (B, 2, C, H, W): each image beside one of its nearest neighbours, drawn uniformly, normalised."""
+        choice = torch.randint(self.neighbours.shape[1], index.shape, generator=torch.default_generator)
+        partner = self.images[self.neighbours[index, choice.to(index.device)]].to(x.dtype)
+        unit = 1 / 255 if self.images.dtype == torch.uint8 else 1.0
+        return torch.stack([x, (partner * unit - self.mean) / self.std], dim=1)
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         a, generator = self.augment, torch.default_generator
-        if aug.is_geometric(a):
-            x = (aug.geometric(x * self.std + self.mean, a, generator) - self.mean) / self.std
+        if aug.on_pixels(a):
+            x = (aug.pixels(x * self.std + self.mean, a, generator) - self.mean) / self.std
         return aug.add_noise(x, a.noise, generator) if a.noise else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = torch.cat([self.view(x), self.view(x)])  # (2B, C, H, W)
+        first, second = x.unbind(1) if x.dim() == 5 else (x, x)
+        views = torch.cat([self.view(first), self.view(second)])  # (2B, C, H, W)
         return self.projector(self.encode(views))
+
+
+def nearest_neighbours(images: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, k) int64: each one's k nearest others, by Euclidean distance between
+    their pixels in [0, 1] (scikit-learn's brute-force search; about a minute for 54,000 images of
+    28x28 on two cores). An image's own row, at distance 0, is left out (so is one exact copy of it)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    unit = 1 / 255 if images.dtype == torch.uint8 else 1.0
+    pixels = (images.flatten(1).to(torch.float32) * unit).numpy()
+    search = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(pixels)
+    found = search.kneighbors(pixels, return_distance=False)     # (N, k + 1), nearest first
+    return torch.from_numpy(found[:, 1:]).to(torch.int64)
+
+
+def neighbour_step(objective: Contrastive) -> Callable:
+    """train()'s step_fn under pretrain.positives=neighbours: the batch's labels are the examples'
+    indices (pretraining_parts), which pair() turns into each image's partner before train_step."""
+    def step(model, batch, loss_fn, optimizer, *args, **kwargs):
+        x, index = batch
+        return train_step(model, (objective.pair(x, index), index), loss_fn, optimizer, *args, **kwargs)
+    return step
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -138,8 +180,10 @@ def pretrain(config: Config | dict | str | Path | None = None, *, out: Optional[
         raise ConfigError("model.init_from starts a `trainlab train` run from a pre-trained encoder; "
                           "`trainlab pretrain` begins from the seed's initialisation. Remove model.init_from.")
     splits, model, loss_fn = pretraining_parts(cfg, data_dir)
+    step_fn = neighbour_step(model) if getattr(model, "neighbours", None) is not None else None
     return train(cfg if resume is None else None, out=out, resume=resume, data_dir=data_dir, model=model,
-                 loss_fn=loss_fn, splits=splits, on_epoch_end=on_epoch_end, on_step_end=on_step_end)
+                 loss_fn=loss_fn, step_fn=step_fn, splits=splits, on_epoch_end=on_epoch_end,
+                 on_step_end=on_step_end)
 
 
 def pretraining_parts(cfg: Config, data_dir: Optional[str] = None) -> tuple[data.Splits, nn.Module, Callable]:
@@ -150,11 +194,25 @@ def pretraining_parts(cfg: Config, data_dir: Optional[str] = None) -> tuple[data
         raise ConfigError(f"data.name={cfg.data.name}: `trainlab pretrain` pre-trains image encoders; "
                           "choose an image set (fashion-mnist, cifar10, imagefolder, ...).")
     splits = dataclasses.replace(splits, task=TASK)
+    p = cfg.pretrain
+    partners = None
+    if p.objective == "contrastive" and p.positives == "neighbours":
+        if not isinstance(splits.train, data.ArraySplit):
+            raise ConfigError(f"pretrain.positives=neighbours searches every training image's pixels, which "
+                              f"data.name={cfg.data.name} streams from files. Use pretrain.positives=views.")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"pretrain: finding the {p.neighbours} nearest neighbours of each of {len(splits.train)} "
+                  "training images ...", file=sys.stderr, flush=True)
+        partners = (splits.train.x, nearest_neighbours(splits.train.x, p.neighbours))
+        # The objective needs each example's index to find its partner, and never its label: the
+        # training split's labels become the indices, and the probe reads the labels from extra.
+        labels = splits.train.y
+        splits = dataclasses.replace(splits, train=dataclasses.replace(splits.train, y=torch.arange(len(labels))),
+                                     extra={**splits.extra, "train_labels": labels})
     torch.manual_seed(cfg.train.seed)  # the same initial weights as `trainlab train` builds
     backbone = build_model(cfg.model, splits.input_shape, splits.num_classes)
-    p = cfg.pretrain
     if p.objective == "contrastive":
-        model: nn.Module = Contrastive(backbone, p, splits.mean, splits.std)
+        model: nn.Module = Contrastive(backbone, p, splits.mean, splits.std, partners)
         loss_fn = lambda output, y: nt_xent(output, p.temperature)  # noqa: E731 (labels unused)
     else:
         model, loss_fn = MaskedReconstruction(backbone, p, splits.input_shape), masked_mse
@@ -178,9 +236,13 @@ def probe_accuracy(s, batches) -> float:
     was_training = model.training
     model.eval()
 
+    labels = s.splits.extra.get("train_labels")  # positives=neighbours: the training split's y are indices
+
     def encoded(examples) -> tuple:
         pairs = [(model.encode(x).double().cpu(), y.cpu()) for x, y in examples.epoch()]
-        return torch.cat([f for f, _ in pairs]).numpy(), torch.cat([y for _, y in pairs]).numpy()
+        y = torch.cat([y for _, y in pairs])
+        y = labels[y] if labels is not None and examples.split is s.splits.train else y
+        return torch.cat([f for f, _ in pairs]).numpy(), y.numpy()
 
     fit = Batches(s.splits.train, s.splits, s.cfg.eval.batch_size, s.device, s.dtype,
                   limit=s.cfg.pretrain.probe_examples)

@@ -1,4 +1,5 @@
-"""Batched data augmentation on the training device: crop, flip, shift, rotate, resized crop, noise."""
+"""Batched data augmentation on the training device: crop, flip, shift, rotate, resized crop, brightness,
+contrast, noise."""
 
 from __future__ import annotations
 
@@ -11,7 +12,22 @@ from ..config import AugmentConfig
 
 
 def is_active(cfg: AugmentConfig) -> bool:
-    return is_geometric(cfg) or bool(cfg.noise)
+    return on_pixels(cfg) or bool(cfg.noise)
+
+
+def on_pixels(cfg: AugmentConfig) -> bool:
+    """Whether pixels() changes a batch under `cfg`: the steps that work on [0, 1] pixel values, before
+    normalisation (noise alone is added after it)."""
+    return is_geometric(cfg) or bool(cfg.brightness or cfg.contrast)
+
+
+def pixels(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """geometric(), then photometric(), on x: (B, C, H, W) pixel values in [0, 1]."""
+    if is_geometric(cfg):
+        x = geometric(x, cfg, gen)
+    if cfg.brightness or cfg.contrast:
+        x = photometric(x, cfg, gen)
+    return x
 
 
 def is_geometric(cfg: AugmentConfig) -> bool:
@@ -67,6 +83,29 @@ def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torc
     exact = not cfg.shift and not cfg.rotate and not cfg.resized_crop
     return F.grid_sample(x, grid, mode="nearest" if exact else "bilinear", padding_mode="zeros",
                          align_corners=False)
+
+
+def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random brightness, then contrast, per image, as torchvision's ColorJitter defines them.
+
+    x: (B, C, H, W) pixel values in [0, 1] -> the same shape, clamped to [0, 1]. Brightness multiplies
+    the pixels by b ~ U[1 - cfg.brightness, 1 + cfg.brightness]; contrast blends each image with its
+    mean grey (the mean of its luminance, 0.299 R + 0.587 G + 0.114 B, for colour) by
+    c ~ U[1 - cfg.contrast, 1 + cfg.contrast]. Hand-written for the reason geometric() is.
+    """
+    b = x.shape[0]
+
+    def factor(spread: float) -> torch.Tensor:  # (B, 1, 1, 1) on the batch's device
+        u = torch.rand(b, generator=gen, device=gen.device).to(x.device, x.dtype)
+        return (1 + (2 * u - 1) * spread).view(b, 1, 1, 1)
+
+    if cfg.brightness:
+        x = (x * factor(cfg.brightness)).clamp(0, 1)
+    if cfg.contrast:
+        grey = x if x.shape[1] != 3 else (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        mean = grey.mean(dim=(1, 2, 3), keepdim=True)                    # (B, 1, 1, 1)
+        x = ((x - mean) * factor(cfg.contrast) + mean).clamp(0, 1)
+    return x
 
 
 def add_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:

@@ -61,7 +61,7 @@ class Batches:
             self.x = split.x[: self.n].to(device)  # uint8 stays uint8: 4x less memory and traffic
             self.y = self._targets(split.y[: self.n].to(device))
             float_bytes = self.x.nelement() * torch.finfo(dtype).bits // 8
-            if not self._geometric() and float_bytes <= NORMALISE_ONCE_MAX_BYTES:
+            if not self._on_pixels() and float_bytes <= NORMALISE_ONCE_MAX_BYTES:
                 # Elementwise, so the values are bitwise those of per-batch normalisation.
                 self.x = self._normalise(self.x)
                 self.normalised = True
@@ -149,9 +149,10 @@ class Batches:
             x = x.to(self.device, non_blocking=True)
             yield self.prepare(x), self._targets(y.to(self.device, non_blocking=True))
 
-    def _geometric(self) -> bool:
+    def _on_pixels(self) -> bool:
+        """Whether batches are augmented on [0, 1] pixels, so x must stay raw until each batch is made."""
         a = self.augment
-        return a is not None and aug.is_geometric(a)
+        return a is not None and aug.on_pixels(a)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Raw values -> normalised model inputs in self.dtype (tabular: already standardised)."""
@@ -165,8 +166,8 @@ class Batches:
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Batch -> model input: to float, augment (training only), normalise, noise."""
         if not self.normalised:
-            if self._geometric():
-                x = aug.geometric(x.to(self.dtype) * self.unit, self.augment, self.gen) / self.unit
+            if self._on_pixels():
+                x = aug.pixels(x.to(self.dtype) * self.unit, self.augment, self.gen) / self.unit
             x = self._normalise(x)
         if self.augment is not None and self.augment.noise:
             x = aug.add_noise(x, self.augment.noise, self.gen)
