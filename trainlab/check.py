@@ -53,15 +53,15 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
         torch.set_num_threads(cfg.train.threads)
     try:
         t0 = time.perf_counter()
-        model = loss_fn = None
+        model = loss_fn = step_fn = None
         if pretrain:
             from .pretrain import pretraining_parts
-            splits, model, loss_fn = pretraining_parts(cfg, data_dir)
+            splits, model, loss_fn, step_fn = pretraining_parts(cfg, data_dir)
         else:
             splits = data.load(cfg, data_dir)
         load_seconds = time.perf_counter() - t0
         # What train() trains with: the model from the seed, batches, loss, optimiser, schedule.
-        setup = build_setup(cfg, None, data_dir, splits, model, loss_fn, None)
+        setup = build_setup(cfg, None, data_dir, splits, model, loss_fn, step_fn)
         tokens = splits.task == "language_model"
         loss = {"contrastive": "nt_xent", "masked": "masked_mse"}[cfg.pretrain.objective] if pretrain else setup.loss_name
         shown = setup.model.torch_twin() if cfg.train.backend == "keras" else setup.model  # the same layers

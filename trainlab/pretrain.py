@@ -179,16 +179,17 @@ def pretrain(config: Config | dict | str | Path | None = None, *, out: Optional[
     if cfg.model.init_from and resume is None:  # a train run given to --resume: train() names it
         raise ConfigError("model.init_from starts a `trainlab train` run from a pre-trained encoder; "
                           "`trainlab pretrain` begins from the seed's initialisation. Remove model.init_from.")
-    splits, model, loss_fn = pretraining_parts(cfg, data_dir)
-    step_fn = neighbour_step(model) if getattr(model, "neighbours", None) is not None else None
+    splits, model, loss_fn, step_fn = pretraining_parts(cfg, data_dir)
     return train(cfg if resume is None else None, out=out, resume=resume, data_dir=data_dir, model=model,
                  loss_fn=loss_fn, step_fn=step_fn, splits=splits, on_epoch_end=on_epoch_end,
                  on_step_end=on_step_end)
 
 
-def pretraining_parts(cfg: Config, data_dir: Optional[str] = None) -> tuple[data.Splits, nn.Module, Callable]:
-    """What pre-training hands train(): every training image (data.labelled ignored) under the
-    self-supervised task, the encoder from the seed inside its objective's module, and the loss."""
+def pretraining_parts(cfg: Config, data_dir: Optional[str] = None
+                      ) -> tuple[data.Splits, nn.Module, Callable, Optional[Callable]]:
+    """What pre-training hands train() (and `trainlab check`, which times the same step): every training
+    image (data.labelled ignored) under the self-supervised task, the encoder from the seed inside its
+    objective's module, the loss, and the step_fn (None: train_step; neighbour_step for neighbours)."""
     splits = data.load(derive(cfg, {"data.labelled": None}), data_dir)  # pre-training sees every training image
     if not splits.is_image:
         raise ConfigError(f"data.name={cfg.data.name}: `trainlab pretrain` pre-trains image encoders; "
@@ -216,7 +217,7 @@ def pretraining_parts(cfg: Config, data_dir: Optional[str] = None) -> tuple[data
         loss_fn = lambda output, y: nt_xent(output, p.temperature)  # noqa: E731 (labels unused)
     else:
         model, loss_fn = MaskedReconstruction(backbone, p, splits.input_shape), masked_mse
-    return splits, model, loss_fn
+    return splits, model, loss_fn, (neighbour_step(model) if partners is not None else None)
 
 
 @torch.no_grad()
