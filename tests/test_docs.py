@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from trainlab import cli
 from trainlab.config import Config, load_config
-from trainlab.config_reference import missing_descriptions, render_markdown, rows
+from trainlab.config.reference import missing_descriptions, render_markdown, rows
 from trainlab.errors import ConfigError
 
 from conftest import FASHION, ROOT
@@ -48,7 +48,7 @@ def _blocks(path: Path) -> list[tuple[str, str]]:
 
 def test_every_config_key_has_a_description():
     missing = [key for key, field in _walk(Config) if not (field.description or "").strip()]
-    assert not missing, f"config keys without Field(description=...) in trainlab/config.py: {missing}"
+    assert not missing, f"config keys without Field(description=...) in trainlab/config/: {missing}"
     assert missing_descriptions() == []
 
 

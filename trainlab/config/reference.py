@@ -3,8 +3,8 @@
 Each key's row comes from its pydantic field: the dotted key, the type (from the annotation), the
 default, the allowed values (Literal choices, ge/gt/le/lt bounds, or a field's
 ``json_schema_extra={"allowed": ...}`` for rules a validator enforces) and the ``description``. A
-section's docstring is printed under its heading. docs/hooks/config_reference.py puts the result
-into docs/config.md when the site is built; ``python -m trainlab.config_reference`` prints it.
+section's docstring is printed under its heading. docs/hooks/config_page.py puts the result
+into docs/config.md when the site is built; ``python -m trainlab.config.reference`` prints it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import annotated_types as at
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .config import Config
+from .schema import Config
 
 
 def is_section(field: FieldInfo) -> bool:

@@ -1,12 +1,12 @@
 """What a config value may be, whatever its key: integers that fit 64 bits, plain YAML data, a size
-that can be walked and printed. config.py's sections and loaders call these."""
+that can be walked and printed. The config sections and loaders call these."""
 
 from __future__ import annotations
 
 import reprlib
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 INT_LIMIT = 2**63  # every integer key fits in 64 bits: torch and numpy take them as int64
 
