@@ -1,10 +1,13 @@
 """Shared fixtures: small real datasets, a quick config, and a CLI runner."""
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+# The suite's neighbour tables (trainlab.neighbours) go to a folder of its own, not ~/.cache, and the
+# CLI processes the tests start inherit it; a test that needs an empty cache sets its own.
+os.environ["TRAINLAB_CACHE"] = tempfile.mkdtemp(prefix="trainlab-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TRAINLAB_CACHE"], True)
 
 
 # A GPU recipe: on the CPU one of its steps takes seconds (6 x 384 wide, 64 windows of 256) and

@@ -69,7 +69,9 @@ def _check_ok(proc) -> dict:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_check_works_on_every_example(example, capsys, fashion_available, cifar_shaped_folder, text_folder):
+def test_check_works_on_every_example(example, capsys, fashion_available, cifar_shaped_folder, text_folder,
+                                      monkeypatch, tmp_path):
+    monkeypatch.setenv("TRAINLAB_CACHE", str(tmp_path))  # no neighbour table cached yet
     if example.name != "cifar_resnet.yaml":
         pretrain = ["--pretrain"] if "pretrain" in example.name else []  # what `trainlab pretrain` would do
         folder = [f"data.path={text_folder}"] if example.name in TEXT_FOLDER_EXAMPLES else []
@@ -79,6 +81,11 @@ def test_check_works_on_every_example(example, capsys, fashion_available, cifar_
         periods = result["timing"]["step_budget"] is not None
         text = format_check(result)
         assert ("evaluation period ~" in text) == periods and ("epoch ~" in text) != periods
+        if load_config(example).pretrain.positives == "neighbours" and pretrain:
+            # The search is estimated, not run (a minute for 54,000 images), and counted in the run's time.
+            timing = result["timing"]
+            assert not timing["neighbours_cached"] and timing["neighbour_search_seconds"] > 0
+            assert "neighbour search ~" in text and not list(tmp_path.iterdir())
         return
     if any((root / "cifar10").is_dir() for root in data_roots()):
         _check_ok(run_main(capsys, "check", "-c", example, "--steps", "3", "--json"))

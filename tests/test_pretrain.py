@@ -3,7 +3,9 @@ linear probe reads the encoder, model.init_from / model.freeze start a classifie
 exact, data.labelled keeps a stratified subset, and the bad input is refused clearly."""
 
 import math
+import pickle
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -12,7 +14,9 @@ from trainlab import checkpoint, data
 from trainlab.config import build_config
 from trainlab.errors import Interrupted
 from trainlab.models import build_model
-from trainlab.pretrain import Contrastive, masked_mse, nearest_neighbours, nt_xent, pretrain
+from trainlab import neighbours
+from trainlab.neighbours import find_neighbours, nearest_neighbours
+from trainlab.pretrain import Contrastive, masked_mse, nt_xent, pretrain, pretraining_parts
 from trainlab.runs import read_json
 from trainlab.train import train
 
@@ -158,6 +162,67 @@ def test_neighbours_are_the_nearest_images_and_each_partner_is_one_of_them():
     for row, i in enumerate(index):
         partner = pair[row, 1] * 0.4 + 0.3
         assert any(torch.allclose(partner, images[j], atol=1e-6) for j in found[i]), i
+
+
+def _digit_images() -> torch.Tensor:
+    from sklearn.datasets import load_digits
+    return torch.tensor(load_digits().images / 16.0, dtype=torch.float32).unsqueeze(1)   # (1797, 1, 8, 8)
+
+
+class _Trap:
+    """Unpickling this writes a file: evidence that the cache ran code from its file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_the_neighbour_table_is_searched_once_and_a_damaged_cache_file_is_searched_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINLAB_CACHE", str(tmp_path / "cache"))
+    images = _digit_images()
+    first = find_neighbours(images, 3)
+    file = neighbours.cache_file(images, 3)
+    assert file.is_file() and torch.equal(first, nearest_neighbours(images, 3))
+    searches = []
+    search = neighbours.nearest_neighbours
+    monkeypatch.setattr(neighbours, "nearest_neighbours", lambda *args: searches.append(args) or search(*args))
+    assert torch.equal(find_neighbours(images, 3), first) and not searches  # read back, not searched
+    # Other images (one fewer, or one pixel changed) or another k are other tables.
+    changed = images.clone()
+    changed[0, 0, 0, 0] += 1 / 16
+    assert len({file, neighbours.cache_file(images[1:], 3), neighbours.cache_file(changed, 3),
+                neighbours.cache_file(images, 4)}) == 4
+    marker = tmp_path / "unpickled"
+    pickled = np.empty(1, dtype=object)
+    pickled[0] = _Trap(marker)
+    wrong_shape, out_of_range = first[:-1].numpy(), first.numpy().copy()
+    out_of_range[7, 2] = len(images)
+    for damage in (file.read_bytes()[:150], pickled, wrong_shape, out_of_range, first.numpy().astype(np.int32)):
+        if isinstance(damage, bytes):
+            file.write_bytes(damage)
+        else:
+            with open(file, "wb") as f:
+                np.save(f, damage, allow_pickle=True)
+        searches.clear()
+        assert neighbours.cached_neighbours(images, 3) is None
+        assert torch.equal(find_neighbours(images, 3), first) and len(searches) == 1  # searched again
+        assert torch.equal(neighbours.cached_neighbours(images, 3), first)             # and stored again
+    assert not marker.exists()
+    # An unwritable cache costs the search, nothing else.
+    monkeypatch.setenv("TRAINLAB_CACHE", str(file))  # a file where the folder should be
+    assert torch.equal(find_neighbours(images, 3), first)
+
+
+def test_a_dry_run_neither_searches_nor_caches_and_its_stand_in_partners_are_valid(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(neighbours, "nearest_neighbours", lambda *args: pytest.fail("searched in a dry run"))
+    cfg = build_config(_config(data__limit=600))
+    splits, model, _, step_fn = pretraining_parts(cfg, search=False)
+    table = model.neighbours
+    assert step_fn is not None and table.shape == (len(splits.train), cfg.pretrain.neighbours)
+    assert 0 <= int(table.min()) and int(table.max()) < len(splits.train) and not list(tmp_path.iterdir())
 
 
 def test_pretraining_interrupted_mid_epoch_resumes_exactly(tmp_path):

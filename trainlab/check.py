@@ -56,7 +56,7 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
         model = loss_fn = step_fn = None
         if pretrain:
             from .pretrain import pretraining_parts
-            splits, model, loss_fn, step_fn = pretraining_parts(cfg, data_dir)
+            splits, model, loss_fn, step_fn = pretraining_parts(cfg, data_dir, search=False)
         else:
             splits = data.load(cfg, data_dir)
         load_seconds = time.perf_counter() - t0
@@ -69,6 +69,11 @@ def check(config: Config | dict | str | Path, *, data_dir: Optional[str] = None,
                    **summarize(shown, splits.input_shape, torch.long if tokens else setup.dtype)}
 
         timing = _time_steps(setup, steps, warnings)
+        if pretrain and step_fn is not None:  # positives=neighbours: the search before the first step
+            from .neighbours import search_seconds
+            search, cached = search_seconds(splits.train.x, cfg.pretrain.neighbours)
+            timing.update(neighbour_search_seconds=search, neighbours_cached=cached,
+                          run_seconds=timing["run_seconds"] + search)
     finally:
         torch.set_num_threads(threads_before)
     if timing["device"] == "cpu" and load > cores:
@@ -366,8 +371,12 @@ def format_check(result: dict) -> str:
     lines.append(f"  {unit} ~ {t['steps_per_epoch']:,} steps x {_seconds(t['seconds_per_step'])}{val} "
                  f"= {_seconds(t['epoch_seconds'])}")
     rounds = f"{t['epochs']} {unit}s" + (f" ({t['step_budget']:,} steps)" if t.get("step_budget") else "")
+    search = ""
+    if "neighbour_search_seconds" in t:
+        search = (" + neighbour search 0 s (cached)" if t["neighbours_cached"] else
+                  f" + neighbour search ~{_seconds(t['neighbour_search_seconds'])}")
     lines.append(f"  run ~ {rounds}{' (at most: early stopping)' if t['early_stopping'] else ''} "
-                 f"+ final evaluation {_seconds(t['final_eval_seconds'])} = {_seconds(t['run_seconds'])}")
+                 f"+ final evaluation {_seconds(t['final_eval_seconds'])}{search} = {_seconds(t['run_seconds'])}")
     for w in result["warnings"]:
         lines.append(f"warning: {w}")
     if result["out"]:

@@ -21,6 +21,7 @@ from .data import augment as aug
 from .errors import ConfigError
 from .evaluate import read_run_config
 from .models import build_model, feature_width, features, head_name
+from .neighbours import cache_dir, cached_neighbours, find_neighbours
 from .runs import RunDir
 from .opening import apply_smoke, prepare_config
 from .train import Result, train, train_step
@@ -89,19 +90,6 @@ class Contrastive(Objective):
         first, second = x.unbind(1) if x.dim() == 5 else (x, x)
         views = torch.cat([self.view(first), self.view(second)])  # (2B, C, H, W)
         return self.projector(self.encode(views))
-
-
-def nearest_neighbours(images: torch.Tensor, k: int) -> torch.Tensor:
-    """(N, C, H, W) images -> (N, k) int64: each one's k nearest others, by Euclidean distance between
-    their pixels in [0, 1] (scikit-learn's brute-force search; about a minute for 54,000 images of
-    28x28 on two cores). An image's own row, at distance 0, is left out (so is one exact copy of it)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    unit = 1 / 255 if images.dtype == torch.uint8 else 1.0
-    pixels = (images.flatten(1).to(torch.float32) * unit).numpy()
-    search = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(pixels)
-    found = search.kneighbors(pixels, return_distance=False)     # (N, k + 1), nearest first
-    return torch.from_numpy(found[:, 1:]).to(torch.int64)
 
 
 def neighbour_step(objective: Contrastive) -> Callable:
@@ -185,11 +173,14 @@ def pretrain(config: Config | dict | str | Path | None = None, *, out: Optional[
                  on_step_end=on_step_end)
 
 
-def pretraining_parts(cfg: Config, data_dir: Optional[str] = None
+def pretraining_parts(cfg: Config, data_dir: Optional[str] = None, search: bool = True
                       ) -> tuple[data.Splits, nn.Module, Callable, Optional[Callable]]:
     """What pre-training hands train() (and `trainlab check`, which times the same step): every training
     image (data.labelled ignored) under the self-supervised task, the encoder from the seed inside its
-    objective's module, the loss, and the step_fn (None: train_step; neighbour_step for neighbours)."""
+    objective's module, the loss, and the step_fn (None: train_step; neighbour_step for neighbours).
+
+    `search=False` (check's dry run): neighbours not in the cache are not searched for; random
+    partners stand in, which cost a step what the real ones do (one gather per batch)."""
     splits = data.load(derive(cfg, {"data.labelled": None}), data_dir)  # pre-training sees every training image
     if not splits.is_image:
         raise ConfigError(f"data.name={cfg.data.name}: `trainlab pretrain` pre-trains image encoders; "
@@ -201,10 +192,16 @@ def pretraining_parts(cfg: Config, data_dir: Optional[str] = None
         if not isinstance(splits.train, data.ArraySplit):
             raise ConfigError(f"pretrain.positives=neighbours searches every training image's pixels, which "
                               f"data.name={cfg.data.name} streams from files. Use pretrain.positives=views.")
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"pretrain: finding the {p.neighbours} nearest neighbours of each of {len(splits.train)} "
-                  "training images ...", file=sys.stderr, flush=True)
-        partners = (splits.train.x, nearest_neighbours(splits.train.x, p.neighbours))
+        images, count = splits.train.x, len(splits.train)
+        table = cached_neighbours(images, p.neighbours)
+        if table is None and not search:
+            table = torch.randint(count, (count, p.neighbours), generator=torch.Generator().manual_seed(0))
+        elif table is None:
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"pretrain: finding the {p.neighbours} nearest neighbours of each of {count} training "
+                      f"images (kept in {cache_dir()} for the next run) ...", file=sys.stderr, flush=True)
+            table = find_neighbours(images, p.neighbours)
+        partners = (images, table)
         # The objective needs each example's index to find its partner, and never its label: the
         # training split's labels become the indices, and the probe reads the labels from extra.
         labels = splits.train.y
