@@ -3,7 +3,6 @@ linear probe reads the encoder, model.init_from / model.freeze start a classifie
 exact, data.labelled keeps a stratified subset, and the bad input is refused clearly."""
 
 import math
-import pickle
 
 import numpy as np
 import pytest
