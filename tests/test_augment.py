@@ -130,3 +130,36 @@ def test_augmentation_reduces_overfitting_on_a_small_set(tmp_path):
     # rounding (see test_train.py), so no further margin is needed.
     assert augmented.history[-1]["train_loss"] > plain.history[-1]["train_loss"]
     assert gap(augmented) < gap(plain)
+
+
+@pytest.mark.parametrize("loader", ["device", "stream"])
+def test_brightness_reaches_the_training_batches_and_never_the_validation_ones(loader):
+    # Real 8x8 digits through the loader the training loop uses (make_batches), both ways batches are
+    # made: each training image's pixels come out times one factor of its own, validation's as they are.
+    from trainlab import data
+    from trainlab.data.loader import make_batches
+
+    cfg = build_config(quick_config(data={"loader": loader, "workers": 0},
+                                    regularize={"augment": {"brightness": 0.4}}))
+    splits = data.load(cfg)
+    mean, std = splits.mean[0], splits.std[0]
+    batches = make_batches(splits, "train", 64, torch.device("cpu"), torch.float32, cfg, train=True)
+    order = batches.order(cfg.train.seed, 1)
+    x, _ = next(iter(batches.epoch(cfg.train.seed, 1)))
+    pixels = x * std + mean                        # (64, 1, 8, 8) back on digits' scale, white = 16
+    raw = splits.train.x[order[:64]].to(torch.float32) * batches.unit
+    white = splits.white
+    # Pixels a factor > 1 pushed past white are clamped there, to 16, not to 1 (as if the images were
+    # torchvision's [0, 1] floats: the digits would turn into blots); the rest keep one ratio per
+    # image (to float32 rounding of the normalisation and its inverse, ~1e-6 of the values).
+    assert white == 16 and pixels.max() <= white * (1 + 1e-5) and pixels.max() > white * 0.99
+    kept = (raw > 0.05 * white) & (pixels < white * (1 - 1e-5))
+    ratios = [(pixels[i][kept[i]] / raw[i][kept[i]]) for i in range(64)]
+    assert all(r.max() - r.min() < 1e-3 for r in ratios)
+    factors = torch.stack([r.median() for r in ratios])
+    assert factors.min() >= 0.6 - 1e-4 and factors.max() <= 1.4 + 1e-4
+    assert factors.std() > 0.1  # U[0.6, 1.4] has std 0.8 / sqrt(12) = 0.23; no augmentation gives 0
+    val = make_batches(splits, "val", 64, torch.device("cpu"), torch.float32, cfg)
+    xv, _ = next(iter(val.epoch()))
+    expected = (splits.val.x[:64].to(torch.float32) * val.unit - mean) / std
+    assert torch.allclose(xv, expected, atol=1e-5)

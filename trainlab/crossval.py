@@ -181,7 +181,7 @@ def fold_splits(pool: Splits, train_index: np.ndarray, held_index: np.ndarray) -
     the pool's test split; normalisation refitted on the fold's training part only."""
     train, val = pool.train.subset(train_index), pool.train.subset(held_index)
     fold = Splits(train=train, val=val, test=pool.test, task=pool.task, classes=pool.classes,
-                  input_shape=pool.input_shape, is_image=pool.is_image, name=pool.name)
+                  input_shape=pool.input_shape, is_image=pool.is_image, name=pool.name, white=pool.white)
     if pool.task == "regression":
         y = train.y.float()
         fold.extra["target_mean"] = float(y.mean())

@@ -59,16 +59,16 @@ class Contrastive(Objective):
     """
 
     def __init__(self, backbone: nn.Module, cfg: PretrainConfig, mean: list[float], std: list[float],
-                 partners: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+                 partners: Optional[tuple[torch.Tensor, torch.Tensor]] = None, white: float = 1.0):
         super().__init__(backbone)
         hidden = cfg.projection_hidden or self.width
         self.projector = nn.Sequential(nn.Linear(self.width, hidden), nn.ReLU(), nn.Linear(hidden, cfg.projection))
-        self.augment = cfg.augment
+        self.augment, self.white = cfg.augment, white  # white: data.Splits.white
         # Per-channel statistics (1, C, 1, 1): views are made on [0, 1] pixels, so the area a shift
         # or rotation brings in is black, as in training augmentation (data.loader.Batches.prepare).
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        if partners is not None:  # not in checkpoints: pretraining_parts finds them again on resume
+        if partners is not None:  # not in checkpoints: pretraining_parts reads them from the cache on resume
             self.register_buffer("images", partners[0], persistent=False)
             self.register_buffer("neighbours", partners[1], persistent=False)
 
@@ -83,7 +83,7 @@ class Contrastive(Objective):
     def view(self, x: torch.Tensor) -> torch.Tensor:
         a, generator = self.augment, torch.default_generator
         if aug.on_pixels(a):
-            x = (aug.pixels(x * self.std + self.mean, a, generator) - self.mean) / self.std
+            x = (aug.pixels(x * self.std + self.mean, a, generator, self.white) - self.mean) / self.std
         return aug.add_noise(x, a.noise, generator) if a.noise else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ def pretraining_parts(cfg: Config, data_dir: Optional[str] = None, search: bool 
     torch.manual_seed(cfg.train.seed)  # the same initial weights as `trainlab train` builds
     backbone = build_model(cfg.model, splits.input_shape, splits.num_classes)
     if p.objective == "contrastive":
-        model: nn.Module = Contrastive(backbone, p, splits.mean, splits.std, partners)
+        model: nn.Module = Contrastive(backbone, p, splits.mean, splits.std, partners, splits.white)
         loss_fn = lambda output, y: nt_xent(output, p.temperature)  # noqa: E731 (labels unused)
     else:
         model, loss_fn = MaskedReconstruction(backbone, p, splits.input_shape), masked_mse

@@ -68,6 +68,7 @@ class Source:
     task: str                      # "classification" | "regression"
     classes: Optional[list[str]]   # class names, index = label; None for regression
     image_size: Optional[int] = None  # imagefolder: side of the square images streamed
+    white: float = 1.0  # a white pixel, in the units the loader augments in (see Splits.white)
 
 
 @dataclass
@@ -87,6 +88,10 @@ class Splits:
     std: Optional[list[float]] = None
     name: str = ""
     extra: dict = field(default_factory=dict)
+    # A white pixel in the units augmentation works in (raw values times the loader's unit: uint8
+    # sets are divided by 255, so 1; digits' floats are kept as published, 0..16, so 16). Brightness
+    # and contrast clamp to [0, white].
+    white: float = 1.0
 
     @property
     def num_classes(self) -> int:
@@ -178,7 +183,7 @@ def make_splits(source: Source, cfg) -> Splits:
     else:
         input_shape = tuple(train.x.shape[1:])
     splits = Splits(train=train, val=val, test=test, task=source.task, classes=source.classes,
-                    input_shape=input_shape, is_image=is_image, name=d.name)
+                    input_shape=input_shape, is_image=is_image, name=d.name, white=source.white)
     if source.task == "regression":
         splits.extra["target_mean"] = float(train.y.float().mean())
         splits.extra["target_std"] = float(train.y.float().std().clamp_min(1e-12))

@@ -21,12 +21,12 @@ def on_pixels(cfg: AugmentConfig) -> bool:
     return is_geometric(cfg) or bool(cfg.brightness or cfg.contrast)
 
 
-def pixels(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """geometric(), then photometric(), on x: (B, C, H, W) pixel values in [0, 1]."""
+def pixels(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, white: float = 1.0) -> torch.Tensor:
+    """geometric(), then photometric(), on x: (B, C, H, W) pixel values in [0, white] (Splits.white)."""
     if is_geometric(cfg):
         x = geometric(x, cfg, gen)
     if cfg.brightness or cfg.contrast:
-        x = photometric(x, cfg, gen)
+        x = photometric(x, cfg, gen, white)
     return x
 
 
@@ -85,10 +85,12 @@ def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torc
                          align_corners=False)
 
 
-def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, white: float = 1.0) -> torch.Tensor:
     """Random brightness, then contrast, per image, as torchvision's ColorJitter defines them.
 
-    x: (B, C, H, W) pixel values in [0, 1] -> the same shape, clamped to [0, 1]. Brightness multiplies
+    x: (B, C, H, W) pixel values in [0, white] (1 for torchvision's float images; 16 for digits'
+    0..16) -> the same shape, clamped to [0, white]. Both operations scale with the pixels, so only
+    the clamp needs to know where white is. Brightness multiplies
     the pixels by b ~ U[1 - cfg.brightness, 1 + cfg.brightness]; contrast blends each image with its
     mean grey (the mean of its luminance, 0.299 R + 0.587 G + 0.114 B, for colour) by
     c ~ U[1 - cfg.contrast, 1 + cfg.contrast]. Hand-written for the reason geometric() is.
@@ -100,11 +102,11 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> to
         return (1 + (2 * u - 1) * spread).view(b, 1, 1, 1)
 
     if cfg.brightness:
-        x = (x * factor(cfg.brightness)).clamp(0, 1)
+        x = (x * factor(cfg.brightness)).clamp(0, white)
     if cfg.contrast:
         grey = x if x.shape[1] != 3 else (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         mean = grey.mean(dim=(1, 2, 3), keepdim=True)                    # (B, 1, 1, 1)
-        x = ((x - mean) * factor(cfg.contrast) + mean).clamp(0, 1)
+        x = ((x - mean) * factor(cfg.contrast) + mean).clamp(0, white)
     return x
 
 

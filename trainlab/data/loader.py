@@ -46,6 +46,7 @@ class Batches:
             mode == "auto" and split.x.element_size() * split.x.nelement() > DEVICE_RESIDENT_MAX_BYTES)
         self.workers = workers
         self.image_size = splits.input_shape[-1]  # streamed images are resized to this square
+        self.white = splits.white  # where brightness and contrast clamp
         # Per-channel affine normalisation folded into one multiply-add: x * scale + shift, (1, C, 1, 1).
         self.scale = self.shift = None
         if splits.is_image:
@@ -167,7 +168,7 @@ class Batches:
         """Batch -> model input: to float, augment (training only), normalise, noise."""
         if not self.normalised:
             if self._on_pixels():
-                x = aug.pixels(x.to(self.dtype) * self.unit, self.augment, self.gen) / self.unit
+                x = aug.pixels(x.to(self.dtype) * self.unit, self.augment, self.gen, self.white) / self.unit
             x = self._normalise(x)
         if self.augment is not None and self.augment.noise:
             x = aug.add_noise(x, self.augment.noise, self.gen)

@@ -43,7 +43,7 @@ def load_sklearn(name: str) -> Source:
         x = torch.from_numpy(bunch.data.astype(np.float32))      # (N, F)
     y = torch.from_numpy(bunch.target.astype(np.int64))
     return Source(train=ArraySplit(x, y), test=None, task="classification",
-                  classes=[str(c) for c in bunch.target_names])
+                  classes=[str(c) for c in bunch.target_names], white=16.0 if name == "digits" else 1.0)
 
 
 def _number(cell: str) -> Optional[float]:
