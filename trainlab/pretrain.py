@@ -64,11 +64,11 @@ class Contrastive(Objective):
         hidden = cfg.projection_hidden or self.width
         self.projector = nn.Sequential(nn.Linear(self.width, hidden), nn.ReLU(), nn.Linear(hidden, cfg.projection))
         self.augment, self.white = cfg.augment, white  # white: data.Splits.white
-        # Per-channel statistics (1, C, 1, 1): views are made on [0, 1] pixels, so the area a shift
+        # Per-channel statistics (1, C, 1, 1): views are made on [0, white] pixels, so the area a shift
         # or rotation brings in is black, as in training augmentation (data.loader.Batches.prepare).
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        if partners is not None:  # not in checkpoints: pretraining_parts reads them from the cache on resume
+        if partners is not None:  # not in checkpoints: on resume, pretraining_parts reads them from the cache
             self.register_buffer("images", partners[0], persistent=False)
             self.register_buffer("neighbours", partners[1], persistent=False)
 
