@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .data import pixel_scale
 from .errors import DiskFull
 from .runs import atomic_write_bytes
 
@@ -97,5 +98,5 @@ def search_seconds(images: torch.Tensor, k: int) -> tuple[float, bool]:
 
 def _pixels(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) uint8 or float images -> (N, C*H*W) float32 pixels in [0, 1]."""
-    unit = 1 / 255 if images.dtype == torch.uint8 else 1.0
+    unit = 1 / pixel_scale(images.dtype)
     return (images.flatten(1).to(torch.float32) * unit).numpy()

@@ -159,7 +159,7 @@ def _read_image(path: Path, trained: TrainedRun) -> torch.Tensor:
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (C, H, W) uint8
     if splits.train.x.dtype != torch.uint8:
         # A float set (scikit-learn's digits: 0..16): map 0..255 pixels onto its range.
-        x = x.to(splits.train.x.dtype) / 255.0 * float(splits.train.x.max())
+        x = x.to(splits.train.x.dtype) / 255.0 * splits.white
     return x
 
 

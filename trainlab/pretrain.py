@@ -77,7 +77,7 @@ class Contrastive(Objective):
         (B, 2, C, H, W): each image beside one of its nearest neighbours, drawn uniformly, normalised."""
         choice = torch.randint(self.neighbours.shape[1], index.shape, generator=torch.default_generator)
         partner = self.images[self.neighbours[index, choice.to(index.device)]].to(x.dtype)
-        unit = 1 / 255 if self.images.dtype == torch.uint8 else 1.0
+        unit = 1 / data.pixel_scale(self.images.dtype)
         return torch.stack([x, (partner * unit - self.mean) / self.std], dim=1)
 
     def view(self, x: torch.Tensor) -> torch.Tensor:

@@ -203,6 +203,12 @@ def keep_labelled(train: Split, labelled: int, task: str, seed: int) -> Split:
     return kept
 
 
+def pixel_scale(dtype: torch.dtype) -> float:
+    """The raw value of a [0, 1] pixel's 1: 255 for uint8 images, 1 for float ones (digits are then
+    0..16 on that scale, Splits.white = 16)."""
+    return 255.0 if dtype == torch.uint8 else 1.0
+
+
 def channel_stats(split: Split) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the raw training values (images scaled to [0, 1])."""
     if isinstance(split, FileSplit):
@@ -210,7 +216,7 @@ def channel_stats(split: Split) -> tuple[list[float], list[float]]:
         # of mid-grey 0.5 / 0.25 keeps inputs in a sane range without a pass over the files.
         return [0.5] * 3, [0.25] * 3
     x = split.x
-    scale = 255.0 if x.dtype == torch.uint8 else 1.0
+    scale = pixel_scale(x.dtype)
     c = x.shape[1]
     flat = x.transpose(0, 1).reshape(c, -1)
     mean = torch.stack([row.double().mean() / scale for row in flat])

@@ -10,7 +10,7 @@ import torch
 
 from ..config import AugmentConfig
 from ..errors import DataError
-from . import FileSplit, Split, Splits
+from . import FileSplit, Split, Splits, pixel_scale
 from . import augment as aug
 
 # Examples in memory above this many bytes stream through a DataLoader instead (data.loader=auto).
@@ -52,8 +52,7 @@ class Batches:
         if splits.is_image:
             mean = torch.tensor(splits.mean, dtype=dtype, device=device).view(1, -1, 1, 1)
             std = torch.tensor(splits.std, dtype=dtype, device=device).view(1, -1, 1, 1)
-            raw = 255.0 if self._raw_dtype() == torch.uint8 else 1.0
-            self.unit = 1.0 / raw            # raw values -> [0, 1]
+            self.unit = 1.0 / pixel_scale(self._raw_dtype())  # raw values -> [0, 1] (digits: [0, 16])
             self.scale, self.shift = 1.0 / std, -mean / std
         if self.regression:
             self.y_mean, self.y_std = splits.extra["target_mean"], splits.extra["target_std"]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..data import ArraySplit, FileSplit
+from ..data import ArraySplit, FileSplit, pixel_scale
 from ..data.loader import Batches
 from ..evaluate import TrainedRun
 
@@ -42,7 +42,7 @@ def input_spec(trained: TrainedRun) -> dict:
         return {"name": "tokens", "dtype": "int64", "shape": [trained.cfg.model.block_size],
                 "range": f"token ids 0..{splits.num_classes - 1}"}
     if splits.is_image:
-        top = 255 if dtype == torch.uint8 else float(splits.train.x.max())
+        top = splits.white * pixel_scale(dtype)  # 255, or 16 for digits
         return {"name": "pixels", "dtype": str(dtype).removeprefix("torch."), "shape": list(splits.input_shape),
                 "range": f"raw pixel values 0..{top:g}"}
     return {"name": "features", "dtype": "float32", "shape": list(splits.input_shape),
