@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -30,7 +31,7 @@ SAMPLE = 4096
 
 def nearest_neighbours(images: torch.Tensor, k: int) -> torch.Tensor:
     """(N, C, H, W) images -> (N, k) int64: each one's k nearest others, by Euclidean distance between
-    their pixels in [0, 1] (scikit-learn's brute-force search; about a minute for 54,000 images of
+    their pixels divided by pixel_scale (so uint8 in [0, 1]; digits' 0..16 as stored) (scikit-learn's brute-force search; about a minute for 54,000 images of
     28x28 on two cores). An image's own row, at distance 0, is left out (so is one exact copy of it)."""
     from sklearn.neighbors import NearestNeighbors
 
@@ -40,29 +41,39 @@ def nearest_neighbours(images: torch.Tensor, k: int) -> torch.Tensor:
     return torch.from_numpy(found[:, 1:]).to(torch.int64)
 
 
-def find_neighbours(images: torch.Tensor, k: int) -> torch.Tensor:
+def find_neighbours(images: torch.Tensor, k: int, search: bool = True) -> Optional[torch.Tensor]:
     """nearest_neighbours(images, k), read from the cache when these very images were searched before,
-    else searched and stored there. A resumed run thus pairs images exactly as before its interruption."""
-    table = cached_neighbours(images, k)
-    if table is None:
-        table = nearest_neighbours(images, k)
-        buffer = io.BytesIO()
-        np.save(buffer, table.numpy(), allow_pickle=False)
-        try:
-            atomic_write_bytes(cache_file(images, k), buffer.getvalue())
-        except (OSError, DiskFull):  # an unwritable or full cache costs the next run the search, nothing else
-            pass
+    else searched (announced on stderr by rank 0) and stored there. A resumed run thus pairs images
+    exactly as before its interruption. `search=False` (check's dry run): None instead of a search."""
+    file = cache_file(images, k)
+    table = _read(file, len(images), k)
+    if table is not None or not search:
+        return table
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"pretrain: finding the {k} nearest neighbours of each of {len(images)} training images (kept "
+              f"in {file.parent} for the next run) ...", file=sys.stderr, flush=True)
+    table = nearest_neighbours(images, k)
+    buffer = io.BytesIO()
+    np.save(buffer, table.numpy(), allow_pickle=False)
+    try:
+        atomic_write_bytes(file, buffer.getvalue())
+    except (OSError, DiskFull):  # an unwritable or full cache costs the next run the search, nothing else
+        pass
     return table
 
 
 def cached_neighbours(images: torch.Tensor, k: int) -> Optional[torch.Tensor]:
-    """The cached (N, k) table for these images, or None when there is none or it is damaged (a file
-    that is not a plain int64 .npy of that shape, or holds an index outside 0 .. N-1: searched again)."""
+    """The cached (N, k) table for these images, or None when there is none or it is damaged."""
+    return _read(cache_file(images, k), len(images), k)
+
+
+def _read(file: Path, n: int, k: int) -> Optional[torch.Tensor]:
+    """The (n, k) table in `file`, or None when there is none or it is damaged (a file that is not a
+    plain int64 .npy of that shape, or holds an index outside 0 .. n-1: searched again)."""
     try:
-        table = np.load(cache_file(images, k), allow_pickle=False)  # never unpickles
+        table = np.load(file, allow_pickle=False)  # never unpickles
     except (OSError, ValueError, EOFError):
         return None
-    n = len(images)
     if table.dtype != np.int64 or table.shape != (n, k) or (n and (table.min() < 0 or table.max() >= n)):
         return None
     return torch.from_numpy(table)
@@ -97,6 +108,6 @@ def search_seconds(images: torch.Tensor, k: int) -> tuple[float, bool]:
 
 
 def _pixels(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) uint8 or float images -> (N, C*H*W) float32 pixels in [0, 1]."""
+    """(N, C, H, W) uint8 or float images -> (N, C*H*W) float32 pixels divided by pixel_scale."""
     unit = 1 / pixel_scale(images.dtype)
     return (images.flatten(1).to(torch.float32) * unit).numpy()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,7 +19,7 @@ from .data import augment as aug
 from .errors import ConfigError
 from .evaluate import read_run_config
 from .models import build_model, feature_width, features, head_name
-from .neighbours import cache_dir, cached_neighbours, find_neighbours
+from .neighbours import find_neighbours
 from .runs import RunDir
 from .opening import apply_smoke, prepare_config
 from .train import Result, train, train_step
@@ -54,8 +52,8 @@ class Contrastive(Objective):
     drawn from torch's global generator, which every checkpoint saves (as for dropout), so resume
     draws the same ones.
 
-    partners: for pretrain.positives=neighbours, the training images (N, C, H, W) as stored (uint8
-    or float in [0, 1]) and their nearest neighbours (N, k) int64, indices into them.
+    partners: for pretrain.positives=neighbours, the training images (N, C, H, W) as stored (uint8,
+    or float as the data keeps it) and their nearest neighbours (N, k) int64, indices into them.
     """
 
     def __init__(self, backbone: nn.Module, cfg: PretrainConfig, mean: list[float], std: list[float],
@@ -193,14 +191,9 @@ def pretraining_parts(cfg: Config, data_dir: Optional[str] = None, search: bool 
             raise ConfigError(f"pretrain.positives=neighbours searches every training image's pixels, which "
                               f"data.name={cfg.data.name} streams from files. Use pretrain.positives=views.")
         images, count = splits.train.x, len(splits.train)
-        table = cached_neighbours(images, p.neighbours)
-        if table is None and not search:
+        table = find_neighbours(images, p.neighbours, search)
+        if table is None:  # a dry run, nothing cached: random partners cost a step what the real ones do
             table = torch.randint(count, (count, p.neighbours), generator=torch.Generator().manual_seed(0))
-        elif table is None:
-            if int(os.environ.get("RANK", "0")) == 0:
-                print(f"pretrain: finding the {p.neighbours} nearest neighbours of each of {count} training "
-                      f"images (kept in {cache_dir()} for the next run) ...", file=sys.stderr, flush=True)
-            table = find_neighbours(images, p.neighbours)
         partners = (images, table)
         # The objective needs each example's index to find its partner, and never its label: the
         # training split's labels become the indices, and the probe reads the labels from extra.
