@@ -69,14 +69,14 @@ class Contrastive(Objective):
         if partners is not None:  # not in checkpoints: on resume, pretraining_parts reads them from the cache
             self.register_buffer("images", partners[0], persistent=False)
             self.register_buffer("neighbours", partners[1], persistent=False)
+            self.unit = 1 / data.pixel_scale(partners[0].dtype)  # a stored pixel's value -> [0, 1] units
 
     def pair(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) normalised images with their indices (B,) into the training split ->
         (B, 2, C, H, W): each image beside one of its nearest neighbours, drawn uniformly, normalised."""
         choice = torch.randint(self.neighbours.shape[1], index.shape, generator=torch.default_generator)
         partner = self.images[self.neighbours[index, choice.to(index.device)]].to(x.dtype)
-        unit = 1 / data.pixel_scale(self.images.dtype)
-        return torch.stack([x, (partner * unit - self.mean) / self.std], dim=1)
+        return torch.stack([x, (partner * self.unit - self.mean) / self.std], dim=1)
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         a, generator = self.augment, torch.default_generator
