@@ -65,7 +65,9 @@ def _rounding_bound(t32: dict, t64: dict, unit: float, skip: tuple = ()) -> floa
     each weight, not amplified: the floor for a run where d32 happens to come out near 0). Each
     backend ends within c * A * unit of the exact trajectory, c the ratio of its kernels' error
     constants to torch's float32 ones (dot products of <= 784 terms, blocked differently by MKL and
-    Eigen: c <= LIBRARY_FACTOR); the two within (c + 1) * A * unit.
+    Eigen: c <= LIBRARY_FACTOR); the two within (c + 1) * A * unit. That holds while the trajectory
+    is smooth in its roundings; a ReLU or max-pool kink crossed in the float32 run makes d32 jump
+    (test_one_epoch_in_float32_agrees_with_torch), which can only widen a float64 bound.
     """
     scale = max(float(w.abs().max()) for k, w in t64.items() if not k.endswith(skip) and w.numel())
     return (LIBRARY_FACTOR + 1) * max(_distance(t32, t64, skip) / U32, scale) * unit
@@ -81,12 +83,29 @@ def test_one_epoch_in_float64_is_torch_s_update(seed_runs):
     assert bound < 1e-6  # tight enough to mean something: the weights are O(0.3)
 
 
-def test_one_epoch_in_float32_agrees_with_torch(seed_runs):
-    """The seed's own hyper-parameters in float32: both backends within the float32 bound of this trajectory."""
-    t32, t64, k32 = (seed_runs[b, d] for b, d in (("torch", "float32"), ("torch", "float64"), ("keras", "float32")))
+def test_one_epoch_in_float32_agrees_with_torch(tmp_path, fashion_available_module):
+    """The seed's hyper-parameters in float32, with tanh for ReLU: both backends within the float32
+    bound of this trajectory.
+
+    tanh because float32 rounding moves a ReLU trajectory by jumps: when a rounding carries one of
+    its 844 * 64 * 128 pre-activations across 0, that unit's gradient switches on or off and the
+    weights step apart by up to lr * |x_i| * |delta_i| / 64, not by A * U32. With pre-activations of
+    order 1, each lands within float32 rounding (~1e-7) of 0 with probability ~1e-7, so ~0.7 such
+    crossings are expected per epoch: a coin toss per machine. Measured on a 2-core AMD EPYC at one thread,
+    the torch float32 run stayed within 3e-7 of float64 for 500 steps and was 2.8e-3 away by step
+    600 (1.7e-2 after the epoch); at two threads, 3.5e-7. tanh is smooth, so d32 / U32 is the
+    amplification _rounding_bound needs: A = 12 at one thread and at two there, Keras 1.0e-6 from
+    torch against a bound of 5.7e-6 to 6.0e-6. (The float64 tests keep ReLU: at 2^-53 a crossing is
+    ~1e-9 likely, and one in their float32 reference only widens their bound.)"""
+    weights = {}
+    for backend, dtype in (("torch", "float32"), ("torch", "float64"), ("keras", "float32")):
+        cfg = load_config(SEED_MLP, ["model.activation=tanh", f"train.backend={backend}", f"train.dtype={dtype}",
+                                     "train.epochs=1", "train.progress=none", "train.final=last"])
+        weights[backend, dtype] = _weights(train(cfg, out=tmp_path / f"{backend}-{dtype}").model.state_dict())
+    t32, t64, k32 = (weights[b, d] for b, d in (("torch", "float32"), ("torch", "float64"), ("keras", "float32")))
     bound = _rounding_bound(t32, t64, U32)
     assert _distance(k32, t32) <= bound, (_distance(k32, t32), bound)
-    assert bound < 1e-3
+    assert bound < 1e-3  # tight enough to mean something: the weights are O(0.3)
 
 
 def test_ten_epochs_reach_torch_s_test_accuracy(seed_runs):
