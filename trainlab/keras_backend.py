@@ -47,9 +47,9 @@ def import_keras():
                           f"{chosen}. Unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow "
                           "(or use train.backend=torch).")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # TensorFlow's oneDNN kernels off unless the user asks for them: on this lab's CPU (AVX-512,
-    # AMX) they made one float32 epoch of the seed MLP end 0.017 (max |w|) from the float64 run,
-    # where torch's and TensorFlow's own (Eigen) kernels end 3e-7 from it (docs/keras.md).
+    # TensorFlow's oneDNN kernels off unless the user asks for them, so that a keras run computes
+    # with the Eigen kernels that docs/keras.md measured on every x86 CPU. (The 0.017 first blamed
+    # on oneDNN was a ReLU crossing, which torch's own kernels also produce: docs/keras.md.)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         with _quiet_stderr():
