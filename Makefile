@@ -40,9 +40,9 @@ demo: $(VENV)/.base data
 # on CI's 2 cores the suite took 572 s against 804 s on one process (2026-12-02), since a test
 # spends much of its time waiting on the CLI and torchrun processes it starts. TEST_WORKERS=0 runs
 # it on one process. Each process, and what it starts, computes on one thread (TEST_THREADS): two
-# processes of two threads each on 2 cores wait on each other's threads. Measured side by side on a
-# 2-core AMD EPYC (2026-12-02): 340 s and 374 s with torch's default threads, 229 s and 225 s with
-# one. TEST_THREADS=2 runs the numerics on two threads.
+# processes of two threads each on 2 cores wait on each other's threads. Measured one run after
+# the other on a 2-core AMD EPYC (2026-12-02): 340 s and 374 s with torch's default threads, 229 s
+# and 225 s with one. TEST_THREADS=2 runs the numerics on two threads.
 TEST_WORKERS ?= 2
 TEST_THREADS ?= 1
 

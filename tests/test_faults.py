@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -222,9 +223,9 @@ def test_final_weights_only_cannot_be_resumed(cut_run, tmp_path):
 
 # ---------------------------------------------------------------- two processes, one run directory
 
-# Long enough (about 7 s of training on digits, 2 busy cores) to be alive while the others start (2-3 s
-# each) and are refused, with a margin: 36 epochs (4.5 s) once sufficed only because each run's first
-# checkpoint also imported torch.distributed.fsdp (1.7 s), which it no longer does.
+# The first run is stopped (SIGSTOP) once it holds the lock and has saved an epoch, so it stays alive
+# while the others start (2-3 s each) and are refused, however fast the CPU: a run of fixed length
+# (54 epochs, about 7 s on 2 busy cores) ended first on a faster idle one. Stopped, it keeps its flock.
 HOLDER_EPOCHS = 54
 HOLDER = ["data.name=digits", "data.val_fraction=0.2", "model.hidden=[32]", "train.batch_size=8",
           f"train.epochs={HOLDER_EPOCHS}", "train.checkpoint_every=40", "train.progress=none", "train.threads=1"]
@@ -237,10 +238,12 @@ def test_a_second_process_on_a_live_run_directory_is_refused_with_the_first_ones
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         def holds_and_saved():
-            lock = out / LOCK_NAME
-            return lock.exists() and f'"pid": {first.pid}' in lock.read_text() and (out / "checkpoints" / "last.pt").exists()
+            lock, metrics = out / LOCK_NAME, out / "metrics.jsonl"
+            return (lock.exists() and f'"pid": {first.pid}' in lock.read_text()
+                    and (out / "checkpoints" / "last.pt").exists() and metrics.exists() and metrics.read_text())
 
         assert wait_for(holds_and_saved), first.stderr.read() if first.poll() is not None else "no lock"
+        first.send_signal(signal.SIGSTOP)  # alive, holding the lock, until the SIGKILL below
         # A train --out onto it and a --resume of it, both while the first one trains: refused, exit 2.
         seconds = [sys.executable, "-m", "trainlab", "train"]
         others = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -31,8 +31,9 @@ SAMPLE = 4096
 
 def nearest_neighbours(images: torch.Tensor, k: int) -> torch.Tensor:
     """(N, C, H, W) images -> (N, k) int64: each one's k nearest others, by Euclidean distance between
-    their pixels divided by pixel_scale (so uint8 in [0, 1]; digits' 0..16 as stored) (scikit-learn's brute-force search; about a minute for 54,000 images of
-    28x28 on two cores). An image's own row, at distance 0, is left out (so is one exact copy of it)."""
+    their pixels divided by pixel_scale: uint8 images in [0, 1], digits' 0..16 as stored. The search
+    is scikit-learn's brute force, about a minute for 54,000 images of 28x28 on two cores. An image's
+    own row, at distance 0, is left out (so is one exact copy of it)."""
     from sklearn.neighbors import NearestNeighbors
 
     pixels = _pixels(images)
