@@ -249,7 +249,7 @@ def test_a_second_process_on_a_live_run_directory_is_refused_with_the_first_ones
         others = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                   for cmd in (seconds + [*HOLDER, "--out", str(out)], seconds + ["--resume", str(out)])]
         results = [(p.wait(timeout=120), p.stderr.read()) for p in others]
-        assert first.poll() is None, "the first run ended before the others were refused: make HOLDER longer"
+        assert first.poll() is None, "the first run ended before it was stopped and the others refused"
         for code, stderr in results:
             assert code == 2, stderr
             assert f"pid {first.pid} on host {socket.gethostname()}" in stderr and "Traceback" not in stderr
